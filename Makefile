@@ -1,0 +1,47 @@
+# dlmsd developer commands. Everything installs into .venv; nothing global but
+# the Debian packages the tests need (mosquitto), installed once with apt.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: run test lint bench fuzz format clean venv
+
+$(STAMP): setup.cfg pyproject.toml
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# compat mode puts the repo root on sys.path, so twistd finds twisted/plugins/
+	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check dlmsd tests twisted bench
+	$(BIN)/ruff format --check dlmsd tests twisted bench
+	$(BIN)/mypy --strict dlmsd twisted/plugins/dlmsd_plugin.py
+
+format: $(STAMP)
+	$(BIN)/ruff format dlmsd tests twisted bench
+	$(BIN)/ruff check --fix dlmsd tests twisted bench
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
+	$(BIN)/python -m bench
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q tests/fuzz -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
