@@ -1,0 +1,218 @@
+"""DataNotification [15] and EVENT-NOTIFICATION-Request [194].
+
+DataNotification (the push APDU, on the hot path)::
+
+    0F | long-invoke-id-and-priority(4) | date-time | notification-body (one Data)
+
+date-time is an OCTET STRING: ``00`` (empty: no time) or ``0C`` + 12 bytes.
+Some meters (Kaifa HAN) send it as a tagged Data octet-string, ``09 0C`` + 12
+bytes; that form is accepted and kept (`date_time_tagged`) so it re-encodes
+byte-exact.
+
+EVENT-NOTIFICATION-Request::
+
+    C2 | time: 00 | 01 0C + 12 bytes | cosem-attribute-descriptor(9) | attribute-value (Data)
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime
+from typing import ClassVar
+
+import attrs
+
+from dlmsd.protocol.apdus.common import (
+    CosemAttributeDescriptor,
+    LongInvokeIdAndPriority,
+    check_end,
+    read_attribute_descriptor,
+    read_data,
+    read_octet_string,
+    read_presence,
+)
+from dlmsd.protocol.axdr import Data, decode_data, encode_data
+from dlmsd.protocol.cosem_datetime import CosemDateTime
+from dlmsd.protocol.errors import DecodeError, EncodeError, TruncatedError, UnknownTagError
+
+_U32 = struct.Struct(">I")
+_DATE_TIME_SIZE = 12
+_OCTET_STRING_TAG = 0x09
+
+
+def _date_time_from(raw: bytes, offset: int) -> CosemDateTime:
+    if len(raw) != _DATE_TIME_SIZE:
+        raise DecodeError(f"a date-time is 12 bytes, got {len(raw)}", offset)
+    return CosemDateTime.from_bytes(raw)
+
+
+@attrs.frozen(slots=True)
+class DataNotification:
+    """A pushed DataNotification: who (invoke id), when (optional), what (one Data).
+
+    `long_invoke_id_and_priority` stays the raw 32-bit value (see
+    :class:`LongInvokeIdAndPriority` for the bits); `date_time_tagged` records the
+    non-standard ``09 0C`` date-time form for byte-exact re-encoding.
+    """
+
+    TAG: ClassVar[int] = 0x0F
+
+    long_invoke_id_and_priority: int
+    date_time: CosemDateTime | None
+    body: Data
+    date_time_tagged: bool = False
+
+    @property
+    def invoke(self) -> LongInvokeIdAndPriority:
+        return LongInvokeIdAndPriority(self.long_invoke_id_and_priority)
+
+    @property
+    def invoke_id(self) -> int:
+        """The 24-bit invoke id (bits 0-23)."""
+        return self.long_invoke_id_and_priority & 0x00FFFFFF
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The date-time as a Python datetime; None if absent or not fully specified."""
+        if self.date_time is None:
+            return None
+        return self.date_time.to_datetime()
+
+    @property
+    def date_time_value(self) -> str | None:
+        """The date-time as ISO 8601 text (what JSON records carry), else None."""
+        moment = self.timestamp
+        return moment.isoformat() if moment is not None else None
+
+    def to_bytes(self) -> bytes:
+        if not 0 <= self.long_invoke_id_and_priority <= 0xFFFFFFFF:
+            raise EncodeError(
+                f"long-invoke-id-and-priority must be 0..2**32-1, "
+                f"got {self.long_invoke_id_and_priority}"
+            )
+        head = b"\x0f" + _U32.pack(self.long_invoke_id_and_priority)
+        if self.date_time is None:
+            if self.date_time_tagged:
+                raise EncodeError("a tagged date-time needs a date-time")
+            stamp = b"\x00"
+        else:
+            raw = self.date_time.to_bytes()
+            stamp = (b"\x09\x0c" if self.date_time_tagged else b"\x0c") + raw
+        return head + stamp + encode_data(self.body)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> DataNotification:
+        """Decode a complete DataNotification (trailing bytes raise DecodeError)."""
+        size = len(buf)
+        if size < 7:
+            raise TruncatedError(f"a DataNotification needs at least 7 bytes, got {size}", size)
+        if buf[0] != 0x0F:
+            raise UnknownTagError(f"DataNotification tag must be 0x0F, got 0x{buf[0]:02X}", 0)
+        invoke = _U32.unpack_from(buf, 1)[0]
+        length = buf[5]
+        tagged = False
+        date_time: CosemDateTime | None
+        if length == 0:
+            date_time = None
+            offset = 6
+        else:
+            if length == _OCTET_STRING_TAG and buf[6] == _DATE_TIME_SIZE:
+                tagged = True
+                start = 7
+            elif length == _DATE_TIME_SIZE:
+                start = 6
+            else:
+                raise DecodeError(
+                    f"date-time must be 00, 0C + 12 bytes or 09 0C + 12 bytes, got {length:02X}",
+                    5,
+                )
+            offset = start + _DATE_TIME_SIZE
+            if offset > size:
+                raise TruncatedError("DataNotification ends inside its date-time", 5)
+            date_time = CosemDateTime.from_bytes(bytes(buf[start:offset]))
+        if offset >= size:
+            raise TruncatedError("DataNotification has no notification-body", offset)
+        body, end = decode_data(buf, offset)
+        if end != size:
+            raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
+        return _make_notification(invoke, date_time, body, tagged)
+
+
+# Hot path: build decoded notifications through the slot descriptors, skipping the
+# frozen attrs __init__ (same trick as axdr's Data; the values are already checked).
+_new = object.__new__
+_set_invoke = DataNotification.__dict__["long_invoke_id_and_priority"].__set__
+_set_date_time = DataNotification.__dict__["date_time"].__set__
+_set_body = DataNotification.__dict__["body"].__set__
+_set_tagged = DataNotification.__dict__["date_time_tagged"].__set__
+
+
+def _make_notification(
+    invoke: int, date_time: CosemDateTime | None, body: Data, tagged: bool
+) -> DataNotification:
+    notification: DataNotification = _new(DataNotification)
+    _set_invoke(notification, invoke)
+    _set_date_time(notification, date_time)
+    _set_body(notification, body)
+    _set_tagged(notification, tagged)
+    return notification
+
+
+@attrs.frozen(slots=True)
+class EventNotificationRequest:
+    """EVENT-NOTIFICATION-Request [194]: an attribute value a server reports unasked.
+
+    `time` is the optional date-time (Green Book: ``time OCTET STRING OPTIONAL``,
+    so ``01 0C`` + 12 bytes). Some devices put a Data tag where the presence
+    flag goes (``09 0C`` + 12 bytes); that form is accepted and kept in
+    `time_tagged` so it re-encodes byte-exact.
+    """
+
+    TAG: ClassVar[int] = 0xC2
+
+    time: CosemDateTime | None
+    attribute: CosemAttributeDescriptor
+    value: Data
+    time_tagged: bool = False
+
+    def to_bytes(self) -> bytes:
+        if self.time is None:
+            if self.time_tagged:
+                raise EncodeError("a tagged time needs a time")
+            stamp = b"\x00"
+        else:
+            stamp = (b"\x09\x0c" if self.time_tagged else b"\x01\x0c") + self.time.to_bytes()
+        return b"\xc2" + stamp + self.attribute.to_bytes() + encode_data(self.value)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> EventNotificationRequest:
+        """Decode a complete EVENT-NOTIFICATION-Request (trailing bytes raise)."""
+        if not buf:
+            raise TruncatedError("empty event-notification-request", 0)
+        if buf[0] != cls.TAG:
+            raise UnknownTagError(
+                f"event-notification-request tag must be 0xC2, got 0x{buf[0]:02X}", 0
+            )
+        tagged = len(buf) > 1 and buf[1] == _OCTET_STRING_TAG
+        if tagged:
+            present, offset = True, 2
+        else:
+            present, offset = read_presence(buf, 1, "time")
+        time: CosemDateTime | None = None
+        if present:
+            raw, offset = read_octet_string(buf, offset, "time")
+            time = _date_time_from(raw, 2)
+        attribute, offset = read_attribute_descriptor(buf, offset)
+        value, offset = read_data(buf, offset)
+        check_end(buf, offset, "event-notification-request")
+        return cls(time, attribute, value, tagged)
+
+
+def decode_data_notification(buf: bytes) -> DataNotification:
+    """Decode a complete DataNotification APDU (tag 0x0F)."""
+    return DataNotification.from_bytes(buf)
+
+
+def decode_event_notification_request(buf: bytes) -> EventNotificationRequest:
+    """Decode a complete EVENT-NOTIFICATION-Request APDU (tag 0xC2)."""
+    return EventNotificationRequest.from_bytes(buf)
