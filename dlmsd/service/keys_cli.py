@@ -1,0 +1,242 @@
+"""`dlmsd keys add|list|check`: manage a key store file without ever printing keys.
+
+`add` appends a meter table to the file's text (comments and layout are kept),
+validates the whole result as the daemon would, and replaces the file
+atomically (temp file + rename) with mode 0600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from dlmsd.service.keystore import (
+    DEFAULT_SECURITY,
+    SECURITY_FORMS,
+    KeyFileError,
+    MeterEntry,
+    load_key_file,
+    parse_key_text,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
+_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``keys add|list|check`` to the ``dlmsd`` command's subparsers."""
+    keys = subparsers.add_parser(
+        "keys",
+        help="manage a key store file (never prints keys)",
+        description="Add, list and check meters in a key store file.",
+    )
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    sub.required = True
+
+    add = sub.add_parser("add", help="add a meter (creates the file with mode 0600)")
+    add.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
+    add.add_argument("--name", help="a name for logs and records")
+    given = add.add_mutually_exclusive_group(required=True)
+    given.add_argument("--ek", metavar="HEX", help="encryption key, 32 hex characters")
+    given.add_argument(
+        "--generate", action="store_true", help="generate random keys (read them from the file)"
+    )
+    add.add_argument("--ak", metavar="HEX", help="authentication key, 32 hex characters")
+    add.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    add.add_argument(
+        "--security",
+        action="append",
+        choices=SECURITY_FORMS,
+        help="an allowed security form, repeatable (default: auth+enc)",
+    )
+    add.add_argument("--file", required=True, type=Path, help="the key store file")
+    add.set_defaults(func=run_add)
+
+    listing = sub.add_parser("list", help="list meters (title, id, name, labels, security)")
+    listing.add_argument("--file", required=True, type=Path, help="the key store file")
+    listing.set_defaults(func=run_list)
+
+    check = sub.add_parser("check", help="validate a key file and its permissions")
+    check.add_argument("--file", required=True, type=Path, help="the key store file")
+    check.set_defaults(func=run_check)
+
+
+def _fail(command: str, message: str, err: TextIO | None = None) -> int:
+    print(f"dlmsd keys {command}: {message}", file=err or sys.stderr)
+    return EXIT_ERROR
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Validate the file as the daemon would load it; one line either way."""
+    try:
+        entries = load_key_file(args.file, check_permissions=True)
+    except KeyFileError as exc:
+        return _fail("check", str(exc))
+    print(f"{args.file}: ok, {len(entries)} meters")
+    return EXIT_OK
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """One tab-separated line per meter; keys are never printed."""
+    try:
+        # Listing reveals no key, so a too-open file is still listed (`check` flags it).
+        entries = load_key_file(args.file, check_permissions=False)
+    except KeyFileError as exc:
+        return _fail("list", str(exc))
+    print("system_title\tid\tname\tlabels\tsecurity")
+    for entry in sorted(entries, key=lambda item: item.system_title):
+        print(_list_line(entry))
+    return EXIT_OK
+
+
+def _list_line(entry: MeterEntry) -> str:
+    labels = ",".join(f"{key}={value}" for key, value in entry.labels.items())
+    security = ",".join(form for form in SECURITY_FORMS if form in entry.allowed_security)
+    return "\t".join(
+        (
+            entry.system_title.hex().upper(),
+            entry.display_id,
+            entry.name or "-",
+            labels or "-",
+            security,
+        )
+    )
+
+
+def run_add(args: argparse.Namespace) -> int:
+    """Append a meter, validate the result, replace the file atomically (0600)."""
+    try:
+        path: Path = args.file
+        block = _meter_block(args)
+        old_text = _read_existing(path)
+        title = bytes.fromhex(args.system_title)
+        if any(entry.system_title == title for entry in parse_key_text(old_text, path)):
+            raise _UsageError(f"{path}: meters.{title.hex().upper()} is already defined")
+        new_text = old_text
+        if new_text and not new_text.endswith("\n"):
+            new_text += "\n"
+        new_text += ("\n" if new_text else "") + block
+        _validate(path, new_text)
+        _write_atomically(path, new_text)
+    except (_UsageError, KeyFileError) as exc:
+        return _fail("add", str(exc))
+    except OSError as exc:
+        return _fail("add", f"{args.file}: {exc.strerror}")
+    how = "generated keys" if args.generate else "keys"
+    print(f"added {args.system_title.upper()} to {path} ({how} stored in the file, mode 0600)")
+    return EXIT_OK
+
+
+def _meter_block(args: Any) -> str:
+    title = args.system_title
+    if not _HEX16.fullmatch(title):
+        raise _UsageError("SYSTEM_TITLE must be 16 hex characters (8 bytes)")
+    if args.generate:
+        if args.ak:
+            raise _UsageError("--ak goes with --ek, not with --generate")
+        encryption_key = secrets.token_hex(16).upper()
+        authentication_key = secrets.token_hex(16).upper()
+    else:
+        if not args.ak:
+            raise _UsageError("--ek needs --ak (or use --generate)")
+        for option, value in (("--ek", args.ek), ("--ak", args.ak)):
+            if not _HEX32.fullmatch(value):
+                raise _UsageError(f"{option} must be 32 hex characters")
+        encryption_key = args.ek.upper()
+        authentication_key = args.ak.upper()
+    lines = [f"[meters.{title.upper()}]"]
+    if args.name is not None:
+        lines.append(f"name = {_toml_string(args.name)}")
+    lines.append(f'encryption_key = "{encryption_key}"')
+    lines.append(f'authentication_key = "{authentication_key}"')
+    labels = []
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--label expects KEY=VALUE, got {item!r}")
+        labels.append(f"{_toml_key(key)} = {_toml_string(value)}")
+    if labels:
+        lines.append(f"labels = {{ {', '.join(labels)} }}")
+    security = args.security or sorted(DEFAULT_SECURITY)
+    if set(security) != DEFAULT_SECURITY:
+        forms = ", ".join(_toml_string(form) for form in dict.fromkeys(security))
+        lines.append(f"security = [{forms}]")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (escapes what TOML requires)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _read_existing(path: Path) -> str:
+    try:
+        # newline="": keep the file's line endings as they are.
+        with open(path, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError:
+        raise _UsageError(f"{path}: not valid UTF-8") from None
+
+
+def _validate(path: Path, text: str) -> None:
+    """Check the new text as the daemon would load it (duplicates, values)."""
+    parse_key_text(text, path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file with mode 0600 in the same directory, so the
+    # rename is atomic and the keys are never readable by others, not even briefly.
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o600)
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
