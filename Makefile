@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint bench fuzz format clean venv
+.PHONY: run test lint bench fuzz format clean venv test-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -22,6 +22,8 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	mkdir -p var
+	# git checks files out 0644; the daemon refuses key files others can read
+	chmod 600 etc/keys.toml
 	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
 
 lint: $(STAMP)
@@ -33,7 +35,12 @@ format: $(STAMP)
 	$(BIN)/ruff format dlmsd tests twisted bench
 	$(BIN)/ruff check --fix dlmsd tests twisted bench
 
-test: $(STAMP) lint
+# Real brokers and servers for the tests, from Debian, installed once.
+test-deps:
+	@if ! test -x /usr/sbin/mosquitto && ! command -v mosquitto >/dev/null; then \
+		echo "installing mosquitto"; apt-get update -qq && apt-get install -y -qq mosquitto; fi
+
+test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

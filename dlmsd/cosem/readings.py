@@ -1,0 +1,263 @@
+"""Readings: what a push body says, as (OBIS, value, unit) triples.
+
+Meters lay out DataNotification bodies in a few ways; the ones handled here:
+
+(a) lists of ``structure{octet-string OBIS, value[, structure{scaler, unit}]}``
+    (IDIS, Aidon, Iskra, Kaifa/Kamstrup HAN ports), either as an array of such
+    structures or flattened into one structure (``OBIS, value, OBIS, value``),
+    possibly after a leading list-version string;
+(b) a bare structure of values, with the push object list (which OBIS each
+    element is) given by the caller from the meter's configuration;
+(c) anything else: no readings, and no error; the typed tree is still kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import attrs
+
+from dlmsd.protocol.axdr import Data, DataType
+from dlmsd.protocol.cosem_datetime import CosemDate, CosemDateTime, CosemTime
+from dlmsd.protocol.errors import DecodeError, DlmsError
+from dlmsd.protocol.obis import Obis
+from dlmsd.protocol.units import apply_scaler, unit_symbol
+
+ReadingValue = Decimal | int | float | str | bool | None
+
+_INTEGER_TYPES = frozenset(
+    {
+        DataType.DOUBLE_LONG,
+        DataType.DOUBLE_LONG_UNSIGNED,
+        DataType.INTEGER,
+        DataType.LONG,
+        DataType.UNSIGNED,
+        DataType.LONG_UNSIGNED,
+        DataType.LONG64,
+        DataType.LONG64_UNSIGNED,
+    }
+)
+_SCALER_UNIT_TYPES = frozenset({DataType.INTEGER, DataType.ENUM})
+
+
+@attrs.frozen(slots=True)
+class Reading:
+    """One value of one COSEM object, scaled, with its unit when known."""
+
+    obis: Obis
+    value: ReadingValue
+    unit: str | None = None
+    scaler: int | None = None
+    unit_code: int | None = None
+    attribute: int = 2
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "obis": str(self.obis),
+            "attribute": self.attribute,
+            "value": json_number(self.value),
+            "unit": self.unit,
+            "scaler": self.scaler,
+        }
+
+
+@attrs.frozen(slots=True)
+class PushObject:
+    """One element of a push object list: which object a bare value belongs to."""
+
+    obis: Obis
+    attribute: int = 2
+    scaler: int | None = None
+    unit: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PushObject:
+        """Parse ``1-0:1.8.0*255`` or ``1-0:1.8.0*255:2`` (attribute after the last colon)."""
+        head, sep, tail = text.rpartition(":")
+        if sep and tail.isdigit() and "-" in head and ":" in head:
+            return cls(Obis.parse(head), int(tail))
+        return cls(Obis.parse(text))
+
+
+def json_number(value: ReadingValue) -> ReadingValue:
+    """A Decimal as a JSON-friendly number: int if integral, float if exact, else text."""
+    if not isinstance(value, Decimal):
+        return value
+    if value == value.to_integral_value():
+        return int(value)
+    as_float = float(value)
+    if Decimal(repr(as_float)) == value:
+        return as_float
+    return str(value)
+
+
+def extract_readings(
+    body: Data, push_object_list: Sequence[PushObject] | None = None
+) -> tuple[Reading, ...]:
+    """The readings of a notification body; an empty tuple for unknown layouts."""
+    try:
+        if push_object_list:
+            bare = _from_push_object_list(body, push_object_list)
+            if bare is not None:
+                return bare
+        return _from_obis_lists(body)
+    except DlmsError:
+        # A layout that looked like ours but was not: keep the tree, no readings.
+        return ()
+
+
+def _from_push_object_list(
+    body: Data, objects: Sequence[PushObject]
+) -> tuple[Reading, ...] | None:
+    items = _children(body)
+    if items is None or len(items) != len(objects):
+        return None
+    return tuple(
+        _reading(obj.obis, item, obj.scaler, obj.unit, obj.attribute)
+        for obj, item in zip(objects, items, strict=True)
+    )
+
+
+def _from_obis_lists(body: Data) -> tuple[Reading, ...]:
+    items = _children(body)
+    if items is None:
+        return ()
+    if items and all(_is_entry(item) for item in items):
+        return tuple(_entry_reading(item) for item in items)
+    return _from_flat(items)
+
+
+def _children(item: Data) -> tuple[Data, ...] | None:
+    """The elements of a structure or array, else None."""
+    if item.type in (DataType.STRUCTURE, DataType.ARRAY) and isinstance(item.value, tuple):
+        return item.value
+    return None
+
+
+def _obis_of(item: Data) -> Obis | None:
+    value = item.value
+    if item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6:
+        return Obis.from_bytes(value)
+    return None
+
+
+def _is_obis(item: Data) -> bool:
+    value = item.value
+    return item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6
+
+
+def _is_entry(item: Data) -> bool:
+    if item.type is not DataType.STRUCTURE:
+        return False
+    fields = _children(item)
+    return fields is not None and 2 <= len(fields) <= 3 and _is_obis(fields[0])
+
+
+def _scaler_unit(item: Data) -> tuple[int, int] | None:
+    fields = _children(item) if item.type is DataType.STRUCTURE else None
+    if fields is None or len(fields) != 2:
+        return None
+    scaler, unit = fields
+    if scaler.type not in _SCALER_UNIT_TYPES or unit.type is not DataType.ENUM:
+        return None
+    if not isinstance(scaler.value, int) or not isinstance(unit.value, int):
+        return None
+    return scaler.value, unit.value
+
+
+def _entry_reading(entry: Data) -> Reading:
+    fields = _children(entry) or ()
+    obis = _obis_of(fields[0])
+    if obis is None:
+        raise DecodeError("entry without an OBIS code")
+    scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
+    if scaler_unit is None:
+        return _reading(obis, fields[1], None, None)
+    return _reading(obis, fields[1], *scaler_unit)
+
+
+def _from_flat(items: tuple[Data, ...]) -> tuple[Reading, ...]:
+    """``OBIS, value[, scaler_unit], OBIS, value ...`` after optional non-OBIS headers."""
+    start = 0
+    while start < len(items) and not _is_obis(items[start]):
+        start += 1
+    if start == len(items) or start > 2:
+        return ()
+    readings: list[Reading] = []
+    index = start
+    while index < len(items):
+        obis = _obis_of(items[index])
+        if obis is None or index + 1 >= len(items):
+            return ()
+        value = items[index + 1]
+        index += 2
+        scaler_unit = _scaler_unit(items[index]) if index < len(items) else None
+        if scaler_unit is not None:
+            index += 1
+            readings.append(_reading(obis, value, *scaler_unit))
+        else:
+            readings.append(_reading(obis, value, None, None))
+    return tuple(readings)
+
+
+def _reading(
+    obis: Obis, item: Data, scaler: int | None, unit: int | None, attribute: int = 2
+) -> Reading:
+    value = plain_value(item)
+    if scaler is not None and isinstance(value, int) and not isinstance(value, bool):
+        value = apply_scaler(value, scaler)
+    return Reading(
+        obis=obis,
+        value=value,
+        unit=unit_symbol(unit) if unit is not None else None,
+        scaler=scaler,
+        unit_code=unit,
+        attribute=attribute,
+    )
+
+
+def plain_value(item: Data) -> ReadingValue:
+    """A scalar reading value: numbers stay numbers, times become ISO text."""
+    kind = item.type
+    value = item.value
+    if kind is DataType.BOOLEAN:
+        return bool(value)
+    if isinstance(value, int) and (
+        kind in _INTEGER_TYPES or kind is DataType.ENUM or kind is DataType.BCD
+    ):
+        return value
+    if isinstance(value, bytes):
+        return _octets(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, CosemDateTime | CosemDate | CosemTime):
+        return _time_text(value)
+    if kind in (DataType.NULL_DATA, DataType.DONT_CARE):
+        return None
+    # Structures, arrays, bit strings: no scalar; the typed tree keeps them.
+    return None
+
+
+def _octets(raw: bytes) -> str:
+    if len(raw) == 12:
+        try:
+            stamp = CosemDateTime.from_bytes(raw)
+        except DlmsError:
+            stamp = None
+        if stamp is not None:
+            text = _time_text(stamp)
+            if text is not None:
+                return text
+    if raw and all(0x20 <= byte < 0x7F for byte in raw):
+        return raw.decode("ascii")
+    return raw.hex()
+
+
+def _time_text(value: CosemDateTime | CosemDate | CosemTime) -> str | None:
+    if isinstance(value, CosemDateTime):
+        moment = value.to_datetime()
+        return moment.isoformat() if moment is not None else None
+    return None

@@ -1,0 +1,157 @@
+"""Decode a captured frame, whatever its framing: the library side of `dlmsd decode`.
+
+A capture may be a wrapper frame (UDP/TCP, one or several back to back), HDLC
+frames (one or several, possibly segmented), or a bare APDU. Each APDU found
+becomes one JSON-able record.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+
+import attrs
+
+from dlmsd.protocol import hdlc, wrapper
+from dlmsd.protocol.apdus import decode_apdu
+from dlmsd.protocol.axdr import Data
+from dlmsd.protocol.errors import DecodeError, DlmsError
+from dlmsd.protocol.events import NEED_DATA
+from dlmsd.protocol.obis import Obis
+from dlmsd.protocol.push import DATA_NOTIFICATION, is_push_or_ciphered, open_decrypted, peel
+from dlmsd.protocol.security import Suite0Cipher
+
+CipherLookup = Callable[[bytes | None], Suite0Cipher | None]
+
+HDLC_FLAG = 0x7E
+
+
+@attrs.frozen(slots=True)
+class FoundApdu:
+    """One APDU out of a capture, with the framing it came in."""
+
+    framing: str
+    apdu: bytes
+    source: int | None = None
+    destination: int | None = None
+
+
+def split_capture(data: bytes) -> list[FoundApdu]:
+    """Find the APDUs in a capture: HDLC, wrapper, or a bare APDU."""
+    if not data:
+        raise DecodeError("empty input", 0)
+    if data[0] == HDLC_FLAG and len(data) > 2 and data[-1] == HDLC_FLAG:
+        return _split_hdlc(data)
+    if len(data) >= 8 and data[0:2] == b"\x00\x01":
+        return _split_wrapper(data)
+    return [FoundApdu("apdu", data)]
+
+
+def _split_wrapper(data: bytes) -> list[FoundApdu]:
+    decoder = wrapper.WrapperStreamDecoder()
+    decoder.receive_data(data)
+    found: list[FoundApdu] = []
+    while True:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            break
+        assert isinstance(event, wrapper.WrapperFrame)
+        found.append(
+            FoundApdu("wrapper", event.apdu, event.source_wport, event.destination_wport)
+        )
+    if decoder.pending_bytes:
+        raise DecodeError(
+            f"wrapper frame truncated: {decoder.pending_bytes} bytes left over",
+            len(data) - decoder.pending_bytes,
+        )
+    return found
+
+
+def _split_hdlc(data: bytes) -> list[FoundApdu]:
+    decoder = hdlc.HdlcStreamDecoder()
+    reassembler = hdlc.SegmentReassembler()
+    decoder.receive_data(data)
+    found: list[FoundApdu] = []
+    while True:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            break
+        if isinstance(event, hdlc.FrameError):
+            raise DecodeError(f"bad HDLC frame: {event.reason}")
+        assert isinstance(event, hdlc.HdlcFrame)
+        if not event.information:
+            continue
+        apdu = reassembler.add(event)
+        if apdu is not None:
+            found.append(FoundApdu("hdlc", apdu))
+    if reassembler.pending:
+        raise DecodeError("HDLC segments end before the last segment")
+    if not found:
+        raise DecodeError("no HDLC frame with an information field")
+    return found
+
+
+def decode_capture(
+    data: bytes, cipher_for: CipherLookup, system_title: bytes | None = None
+) -> Iterator[dict[str, object]]:
+    """One record per APDU in the capture. Raises `DlmsError` on bad input."""
+    for found in split_capture(data):
+        yield decode_one(found, cipher_for, system_title)
+
+
+def decode_one(
+    found: FoundApdu, cipher_for: CipherLookup, system_title: bytes | None = None
+) -> dict[str, object]:
+    """The record of one APDU: a push record for DataNotifications, else a generic view."""
+    apdu = found.apdu
+    envelope = peel(apdu, system_title) if is_push_or_ciphered(apdu) else None
+    cipher = None
+    if envelope is not None and envelope.ciphered:
+        cipher = cipher_for(envelope.system_title)
+        if cipher is None:
+            title = envelope.system_title.hex().upper() if envelope.system_title else "unknown"
+            raise UnknownMeter(f"no keys for system title {title}")
+    plaintext = envelope.open(cipher) if envelope is not None else apdu
+    record: dict[str, object]
+    if envelope is not None and plaintext[:1] == bytes([DATA_NOTIFICATION]):
+        record = open_decrypted(envelope, plaintext).to_record()
+    else:
+        record = {
+            "system_title": _hex(envelope.system_title) if envelope else None,
+            "invocation_counter": envelope.invocation_counter if envelope else None,
+            "security": envelope.security if envelope else "none",
+            "apdu": apdu_to_json(decode_apdu(plaintext)),
+        }
+    record["framing"] = found.framing
+    return record
+
+
+def _hex(value: bytes | None) -> str | None:
+    return value.hex().upper() if value else None
+
+
+class UnknownMeter(DlmsError):
+    """A ciphered APDU from a system title we hold no keys for."""
+
+
+def apdu_to_json(value: object) -> object:
+    """A generic JSON view of a decoded APDU (attrs classes, enums, bytes, Data)."""
+    if isinstance(value, Data):
+        return value.to_json()
+    if isinstance(value, Obis):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    cls = type(value)
+    if attrs.has(cls):
+        fields = {
+            field.name: apdu_to_json(getattr(value, field.name))
+            for field in attrs.fields(cls)
+            if field.repr is not False
+        }
+        return {"type": cls.__name__, **fields}
+    if isinstance(value, tuple | list):
+        return [apdu_to_json(item) for item in value]
+    return value

@@ -1,0 +1,185 @@
+"""The push pipeline: from one APDU a meter pushed to a record.
+
+Split in steps so the daemon can do its cheap checks (which meter? allowed
+security form? replayed counter?) before it spends an AES operation:
+
+    envelope = peel(apdu)                 # no crypto
+    plaintext = envelope.open(cipher)     # verifies the tag first
+    notification = DataNotification.from_bytes(plaintext)
+
+`decode_push` chains them for callers that need no such checks (CLI, bench).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from dlmsd.cosem.readings import PushObject, Reading, extract_readings
+from dlmsd.protocol.apdus.notification import DataNotification
+from dlmsd.protocol.ciphered import (
+    GeneralCiphering,
+    GeneralDedCiphering,
+    GeneralGloCiphering,
+    ServiceSpecificCiphered,
+    CIPHERED_TAGS,
+    decode_ciphered,
+)
+from dlmsd.protocol.errors import DecodeError, TruncatedError, UnsupportedSecurity
+from dlmsd.protocol.security import SecurityControl, Suite0Cipher
+
+DATA_NOTIFICATION = 0x0F
+
+_LABELS = {0x00: "none", 0x10: "auth", 0x20: "enc", 0x30: "auth+enc"}
+
+
+def security_label(security_control: int | None) -> str:
+    """`none`, `auth`, `enc` or `auth+enc` for a security control byte."""
+    if security_control is None:
+        return "none"
+    return _LABELS[security_control & 0x30]
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """What can be read of a pushed APDU without its keys."""
+
+    apdu: bytes
+    system_title: bytes | None
+    security_control: int | None
+    invocation_counter: int | None
+    payload: bytes
+
+    @property
+    def security(self) -> str:
+        return security_label(self.security_control)
+
+    @property
+    def ciphered(self) -> bool:
+        return self.security_control is not None
+
+    def open(self, cipher: Suite0Cipher | None) -> bytes:
+        """The plaintext APDU; for ciphered ones the tag is verified first."""
+        if self.security_control is None:
+            return self.apdu
+        if cipher is None:
+            raise UnsupportedSecurity("a ciphered APDU needs keys")
+        if self.system_title is None or self.invocation_counter is None:
+            raise DecodeError("a ciphered APDU without system title")
+        return cipher.decrypt(
+            self.system_title, self.security_control, self.invocation_counter, self.payload
+        )
+
+
+def is_push_or_ciphered(apdu: bytes) -> bool:
+    """Whether `peel` applies: a plaintext DataNotification or a ciphered container."""
+    return bool(apdu) and (apdu[0] == DATA_NOTIFICATION or apdu[0] in CIPHERED_TAGS)
+
+
+def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
+    """Read the envelope of a pushed APDU.
+
+    `system_title` is the one known from the transport or association; it
+    fills in when the APDU carries none (service-specific glo- APDUs, and the
+    empty system title some meters put in general-glo-ciphering).
+    """
+    if not apdu:
+        raise TruncatedError("empty APDU", 0)
+    if apdu[0] == DATA_NOTIFICATION:
+        return Envelope(apdu, system_title, None, None, apdu)
+    container = decode_ciphered(apdu)
+    if isinstance(container, GeneralGloCiphering | GeneralDedCiphering):
+        title = container.system_title or system_title
+    elif isinstance(container, GeneralCiphering):
+        title = container.originator_system_title or system_title
+    elif isinstance(container, ServiceSpecificCiphered):
+        title = system_title
+    else:  # pragma: no cover - decode_ciphered returns one of the above
+        raise DecodeError("unexpected ciphered container")
+    control = SecurityControl.from_byte(container.security_control)
+    if control.suite_id != 0 or control.compressed:
+        raise UnsupportedSecurity(
+            f"security control 0x{container.security_control:02X} is not suite 0 uncompressed"
+        )
+    if not (control.authenticated or control.encrypted):
+        raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
+    return Envelope(
+        apdu,
+        title,
+        container.security_control,
+        container.invocation_counter,
+        container.payload,
+    )
+
+
+@attrs.frozen(slots=True)
+class Push:
+    """A decoded push: its envelope, the notification and the readings found in it."""
+
+    envelope: Envelope
+    notification: DataNotification
+    readings: tuple[Reading, ...]
+
+    @property
+    def system_title(self) -> bytes | None:
+        return self.envelope.system_title
+
+    @property
+    def invocation_counter(self) -> int | None:
+        return self.envelope.invocation_counter
+
+    def to_record(self) -> dict[str, object]:
+        return build_record(self.envelope, self.notification, self.readings)
+
+
+def open_push(
+    envelope: Envelope,
+    cipher: Suite0Cipher | None,
+    push_object_list: Sequence[PushObject] | None = None,
+) -> Push:
+    """Verify, decrypt and decode the notification inside an envelope."""
+    return open_decrypted(envelope, envelope.open(cipher), push_object_list)
+
+
+def open_decrypted(
+    envelope: Envelope, plaintext: bytes, push_object_list: Sequence[PushObject] | None = None
+) -> Push:
+    """Decode the notification of an envelope whose plaintext is already known."""
+    if not plaintext or plaintext[0] != DATA_NOTIFICATION:
+        raise DecodeError(
+            f"expected a DataNotification (0x0F), got tag 0x{plaintext[0]:02X}"
+            if plaintext
+            else "empty plaintext",
+            0,
+        )
+    notification = DataNotification.from_bytes(plaintext)
+    return Push(envelope, notification, extract_readings(notification.body, push_object_list))
+
+
+def decode_push(
+    apdu: bytes,
+    cipher_for: Callable[[bytes | None], Suite0Cipher | None],
+    system_title: bytes | None = None,
+    push_object_list: Sequence[PushObject] | None = None,
+) -> Push:
+    """Peel, open and decode in one call (`cipher_for` maps a system title to keys)."""
+    envelope = peel(apdu, system_title)
+    cipher = cipher_for(envelope.system_title) if envelope.ciphered else None
+    return open_push(envelope, cipher, push_object_list)
+
+
+def build_record(
+    envelope: Envelope, notification: DataNotification, readings: Sequence[Reading]
+) -> dict[str, object]:
+    """The JSON record of one push, as `dlmsd decode` prints it and sinks carry it."""
+    stamp = notification.date_time_value
+    return {
+        "system_title": envelope.system_title.hex().upper() if envelope.system_title else None,
+        "invocation_counter": envelope.invocation_counter,
+        "security": envelope.security,
+        "invoke_id": notification.invoke_id,
+        "datetime": stamp,
+        "body": notification.body.to_json(),
+        "readings": [reading.to_json() for reading in readings],
+    }
