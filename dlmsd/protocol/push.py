@@ -30,6 +30,7 @@ from dlmsd.protocol.errors import DecodeError, TruncatedError, UnsupportedSecuri
 from dlmsd.protocol.security import SecurityControl, Suite0Cipher
 
 DATA_NOTIFICATION = 0x0F
+_UNSUPPORTED_BITS = 0x8F  # suite id (bits 0-3) other than 0, compression (bit 7)
 
 _LABELS = {0x00: "none", 0x10: "auth", 0x20: "enc", 0x30: "auth+enc"}
 
@@ -97,12 +98,11 @@ def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
         title = system_title
     else:  # pragma: no cover - decode_ciphered returns one of the above
         raise DecodeError("unexpected ciphered container")
-    control = SecurityControl.from_byte(container.security_control)
-    if control.suite_id != 0 or control.compressed:
-        raise UnsupportedSecurity(
-            f"security control 0x{container.security_control:02X} is not suite 0 uncompressed"
-        )
-    if not (control.authenticated or control.encrypted):
+    # Bit tests on the byte rather than a SecurityControl object: this runs per push.
+    control = container.security_control
+    if control & _UNSUPPORTED_BITS:
+        raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 uncompressed")
+    if not control & (SecurityControl.AUTH | SecurityControl.ENC):
         raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
     return Envelope(
         apdu,

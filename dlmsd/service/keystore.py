@@ -93,7 +93,11 @@ class MeterEntry:
         """The suite 0 cipher of this meter; None for a plaintext-only meter without keys."""
         if self.encryption_key is None or self.authentication_key is None:
             return None
-        return Suite0Cipher(self.encryption_key, self.authentication_key)
+        return Suite0Cipher(
+            self.encryption_key,
+            self.authentication_key,
+            allow_encryption_only="enc" in self.allowed_security,
+        )
 
     @property
     def display_id(self) -> str:
