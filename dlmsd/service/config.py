@@ -1,0 +1,548 @@
+"""The daemon's TOML configuration, validated at start into frozen attrs classes.
+
+Every key is checked: an unknown key (a typo) or a value of the wrong type is
+refused with the key's dotted path and the reason, e.g.
+``listeners.udp[0].port: expected an integer 0..65535, got 'abc'``.
+
+Relative paths (``daemon.state_dir``, ``keys.files``, ``quarantine.dir``,
+and a sink's own path) are resolved against the *current working directory*,
+not against the config file's directory: ``make run`` starts the daemon from
+the repository root with ``etc/dlmsd.toml`` naming ``var/state`` and
+``etc/keys.toml``. Production configs should use absolute paths (the systemd
+unit does). The daemon's own paths are made absolute at load time; sink
+options go to the sink type's factory as written, which opens its files when
+the service is built, before twistd could change directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULT_PORT = 4059
+"""IANA port of the DLMS/COSEM wrapper, UDP and TCP."""
+
+DEFAULT_MAX_FRAME_SIZE = 8192
+"""Biggest wrapper frame (header included) a listener takes by default.
+
+Pushes are a few hundred bytes; 8 KiB leaves room for profile pushes while
+bounding what one TCP connection may buffer. The wrapper allows up to 65,543.
+"""
+
+MAX_WRAPPER_FRAME = 8 + 0xFFFF
+DEFAULT_STATE_DIR = Path("/var/lib/dlmsd")
+
+LOG_FORMATS = ("text", "json")
+SYNCHRONOUS_MODES = ("normal", "full")
+SPOOL_FULL_POLICIES = ("refuse", "drop_oldest")
+SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
+PARITIES = ("N", "E", "O", "M", "S")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key path and the reason."""
+
+
+@attrs.frozen(slots=True)
+class DaemonConfig:
+    """``[daemon]``: where state lives and how logs are written."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    log_format: str = "text"
+
+
+@attrs.frozen(slots=True)
+class UdpListenerConfig:
+    """``[[listeners.udp]]``: one datagram carries one wrapper frame."""
+
+    name: str
+    address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    reuse_port: bool = False
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+
+
+@attrs.frozen(slots=True)
+class TcpListenerConfig:
+    """``[[listeners.tcp]]``: a stream of wrapper frames per connection."""
+
+    name: str
+    address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    idle_timeout: float = 300.0
+    max_connections: int = 10_000
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+
+
+@attrs.frozen(slots=True)
+class HdlcSerialListenerConfig:
+    """``[[listeners.hdlc_serial]]``: HDLC pushes on a serial line (HAN/P1 port).
+
+    A serial port serves one meter: `system_title` (16 hex characters in the
+    file) names it for pushes that carry no system title (plaintext HAN pushes),
+    so its key store entry and policy apply.
+    """
+
+    name: str
+    device: str
+    baudrate: int = 115_200
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: int = 1
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    reopen_delay: float = 5.0
+    system_title: bytes | None = None
+
+
+@attrs.frozen(slots=True)
+class HdlcTcpListenerConfig:
+    """``[[listeners.hdlc_tcp]]``: HDLC pushes over TCP (meters behind terminal servers)."""
+
+    name: str
+    address: str = "0.0.0.0"
+    port: int = 4060
+    idle_timeout: float = 300.0
+    max_connections: int = 10_000
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+
+
+@attrs.frozen(slots=True)
+class ListenersConfig:
+    """``[listeners]``: any number of each kind."""
+
+    udp: tuple[UdpListenerConfig, ...] = ()
+    tcp: tuple[TcpListenerConfig, ...] = ()
+    hdlc_serial: tuple[HdlcSerialListenerConfig, ...] = ()
+    hdlc_tcp: tuple[HdlcTcpListenerConfig, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [
+            listener.name
+            for group in (self.udp, self.tcp, self.hdlc_serial, self.hdlc_tcp)
+            for listener in group
+        ]
+
+
+@attrs.frozen(slots=True)
+class KeysConfig:
+    """``[keys]``: the key store files, merged in order."""
+
+    files: tuple[Path, ...]
+
+
+@attrs.frozen(slots=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint; per-meter series only on request."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9464
+    per_meter: bool = False
+
+
+@attrs.frozen(slots=True)
+class SinkConfig:
+    """``[[sinks]]``: one output with its own spool queue.
+
+    `options` holds the type's own keys (for ``jsonl``: path, rotate_bytes,
+    rotate_daily, fsync); the type's factory validates them. `path` is where
+    the table sits in the file (``sinks[1]``), for those errors.
+    """
+
+    type: str
+    name: str
+    batch_size: int = 500
+    retry_backoff: float = 1.0
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    path: str = "sinks[0]"
+
+
+@attrs.frozen(slots=True)
+class StateConfig:
+    """``[state]``: the SQLite counter/spool database and commit batching.
+
+    `spool_limit` bounds each sink's queue (records; 0 = unbounded); when a
+    queue is full, `spool_full` says what gives: ``"refuse"`` new pushes, or
+    ``"drop_oldest"`` queued records (counted and logged loudly either way).
+    """
+
+    synchronous: str = "full"
+    commit_batch: int = 500
+    commit_interval: float = 0.002
+    spool_limit: int = 0
+    spool_full: str = "refuse"
+
+
+@attrs.frozen(slots=True)
+class QuarantineConfig:
+    """``[quarantine]``: raw frames from unknown meters, kept for later decoding."""
+
+    dir: Path | None = None
+    max_bytes: int = 64 * 1024 * 1024
+    log_interval: float = 300.0
+
+
+@attrs.frozen(slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    daemon: DaemonConfig
+    listeners: ListenersConfig
+    keys: KeysConfig
+    metrics: MetricsConfig
+    sinks: tuple[SinkConfig, ...]
+    state: StateConfig
+    quarantine: QuarantineConfig
+
+    @property
+    def state_db(self) -> Path:
+        return self.daemon.state_dir / "state.sqlite3"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.quarantine.dir or self.daemon.state_dir / "quarantine"
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a TOML config file. Raises `ConfigError`."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Validate an already parsed TOML document. Raises `ConfigError`."""
+    root = _Table(raw, "", _field_names(Config))
+    config = Config(
+        daemon=_daemon(root.table("daemon")),
+        listeners=_listeners(root.table("listeners")),
+        keys=_keys(root.table("keys")),
+        metrics=_metrics(root.table("metrics")),
+        sinks=_sinks(root),
+        state=_state(root.table("state")),
+        quarantine=_quarantine(root.table("quarantine")),
+    )
+    if not config.listeners.names:
+        raise ConfigError("listeners: no listener configured (add a [[listeners.udp]] table)")
+    return config
+
+
+# -- sections ---------------------------------------------------------------
+
+
+def _daemon(table: _Table) -> DaemonConfig:
+    return DaemonConfig(
+        state_dir=table.path("state_dir", DEFAULT_STATE_DIR),
+        log_format=table.choice("log_format", LOG_FORMATS, "text"),
+    )
+
+
+def _listeners(table: _Table) -> ListenersConfig:
+    listeners = ListenersConfig(
+        udp=tuple(_udp(item) for item in table.tables("udp", UdpListenerConfig)),
+        tcp=tuple(_tcp(item) for item in table.tables("tcp", TcpListenerConfig)),
+        hdlc_serial=tuple(
+            _hdlc_serial(item) for item in table.tables("hdlc_serial", HdlcSerialListenerConfig)
+        ),
+        hdlc_tcp=tuple(
+            _hdlc_tcp(item) for item in table.tables("hdlc_tcp", HdlcTcpListenerConfig)
+        ),
+    )
+    _unique(listeners.names, "listeners", "listener name")
+    return listeners
+
+
+def _udp(table: _Table) -> UdpListenerConfig:
+    address = table.string("address", "0.0.0.0")
+    port = table.port("port", DEFAULT_PORT)
+    return UdpListenerConfig(
+        name=table.string("name", f"udp:{address}:{port}"),
+        address=address,
+        port=port,
+        reuse_port=table.boolean("reuse_port", False),
+        max_frame_size=table.integer(
+            "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
+        ),
+    )
+
+
+def _tcp(table: _Table) -> TcpListenerConfig:
+    address = table.string("address", "0.0.0.0")
+    port = table.port("port", DEFAULT_PORT)
+    return TcpListenerConfig(
+        name=table.string("name", f"tcp:{address}:{port}"),
+        address=address,
+        port=port,
+        idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
+        max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
+        max_frame_size=table.integer(
+            "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
+        ),
+    )
+
+
+def _hdlc_serial(table: _Table) -> HdlcSerialListenerConfig:
+    device = table.string("device")
+    return HdlcSerialListenerConfig(
+        name=table.string("name", f"hdlc_serial:{device}"),
+        device=device,
+        baudrate=table.integer("baudrate", 115_200, 50, 10_000_000),
+        bytesize=table.integer("bytesize", 8, 5, 8),
+        parity=table.choice("parity", PARITIES, "N"),
+        stopbits=table.integer("stopbits", 1, 1, 2),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
+        system_title=table.system_title("system_title"),
+    )
+
+
+def _hdlc_tcp(table: _Table) -> HdlcTcpListenerConfig:
+    address = table.string("address", "0.0.0.0")
+    port = table.port("port", 4060)
+    return HdlcTcpListenerConfig(
+        name=table.string("name", f"hdlc_tcp:{address}:{port}"),
+        address=address,
+        port=port,
+        idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
+        max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+    )
+
+
+def _keys(table: _Table) -> KeysConfig:
+    files = table.paths("files")
+    if not files:
+        raise ConfigError(f"{table.key('files')}: at least one key file is required")
+    return KeysConfig(files=files)
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    return MetricsConfig(
+        enabled=table.boolean("enabled", True),
+        address=table.string("address", "127.0.0.1"),
+        port=table.port("port", 9464),
+        per_meter=table.boolean("per_meter", False),
+    )
+
+
+_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff"})
+
+
+def _sinks(root: _Table) -> tuple[SinkConfig, ...]:
+    sinks = tuple(_sink(item) for item in root.tables("sinks", None))
+    if not sinks:
+        raise ConfigError("sinks: at least one [[sinks]] table is required")
+    _unique([sink.name for sink in sinks], "sinks", "sink name")
+    return sinks
+
+
+def _sink(table: _Table) -> SinkConfig:
+    kind = table.string("type")
+    return SinkConfig(
+        type=kind,
+        name=table.string("name", kind),
+        batch_size=table.integer("batch_size", 500, 1, 1_000_000),
+        retry_backoff=table.number("retry_backoff", 1.0, minimum=0.001),
+        # The sink type's factory validates its own keys (`sink_error_path` names them).
+        options={key: value for key, value in table.items() if key not in _SINK_COMMON},
+        path=table.path_text,
+    )
+
+
+def sink_error_path(sink: SinkConfig, key: str) -> str:
+    """The config path of a sink option, for errors its factory reports."""
+    return f"{sink.path}.{key}"
+
+
+def _state(table: _Table) -> StateConfig:
+    return StateConfig(
+        synchronous=table.choice("synchronous", SYNCHRONOUS_MODES, "full"),
+        commit_batch=table.integer("commit_batch", 500, 1, 100_000),
+        commit_interval=table.number("commit_interval", 0.002, minimum=0.0, maximum=10.0),
+        spool_limit=table.integer("spool_limit", 0, 0, 1 << 40),
+        spool_full=table.choice("spool_full", SPOOL_FULL_POLICIES, "refuse"),
+    )
+
+
+def _quarantine(table: _Table) -> QuarantineConfig:
+    return QuarantineConfig(
+        dir=table.optional_path("dir"),
+        max_bytes=table.integer("max_bytes", 64 * 1024 * 1024, 1, 1 << 50),
+        log_interval=table.number("log_interval", 300.0, minimum=0.0),
+    )
+
+
+def _unique(names: Iterable[str], path: str, what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{path}: duplicate {what} {name!r}")
+        seen.add(name)
+
+
+# -- typed access with key paths ---------------------------------------------
+
+_REQUIRED: Any = object()
+_TITLE_HEX = re.compile(r"[0-9A-Fa-f]{16}")
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(field.name for field in attrs.fields(cls))
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class _Table:
+    """One TOML table with its dotted path; every read is type-checked."""
+
+    def __init__(self, raw: object, path: str, allowed: frozenset[str] | None) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a table, got {_show(raw)}")
+        self._raw: dict[str, Any] = raw
+        self._path = path
+        self.allow(allowed)
+
+    def allow(self, allowed: frozenset[str] | None) -> None:
+        """Refuse keys outside `allowed` (None: any key), suggesting the closest one."""
+        if allowed is None:
+            return
+        for key in self._raw:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(sorted(allowed))
+                raise ConfigError(f"{self.key(key)}: unknown key{hint}; known keys: {known}")
+
+    @property
+    def path_text(self) -> str:
+        return self._path
+
+    def key(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return self._raw.items()
+
+    def _value(self, key: str, default: Any) -> Any:
+        if key in self._raw:
+            return self._raw[key]
+        if default is _REQUIRED:
+            raise ConfigError(f"{self.key(key)}: required key missing")
+        return default
+
+    def _wrong(self, key: str, expected: str, value: object) -> ConfigError:
+        return ConfigError(f"{self.key(key)}: expected {expected}, got {_show(value)}")
+
+    def table(self, key: str) -> _Table:
+        cls = _SECTION_CLASSES[key]
+        return _Table(self._value(key, {}), self.key(key), _field_names(cls))
+
+    def tables(self, key: str, cls: type | None) -> list[_Table]:
+        """An array of tables (``[[key]]``); `cls` gives the allowed keys."""
+        value = self._value(key, [])
+        if not isinstance(value, list):
+            raise self._wrong(key, "an array of tables", value)
+        allowed = _field_names(cls) if cls is not None else None
+        return [
+            _Table(item, f"{self.key(key)}[{index}]", allowed) for index, item in enumerate(value)
+        ]
+
+    def string(self, key: str, default: Any = _REQUIRED) -> str:
+        value = self._value(key, default)
+        if not isinstance(value, str) or not value:
+            raise self._wrong(key, "a non-empty string", value)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> str:
+        value = self._value(key, default)
+        if value not in choices:
+            raise self._wrong(key, "one of " + ", ".join(repr(c) for c in choices), value)
+        assert isinstance(value, str)
+        return value
+
+    def integer(self, key: str, default: Any, minimum: int, maximum: int) -> int:
+        value = self._value(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, f"an integer {minimum}..{maximum}", value)
+        if not minimum <= value <= maximum:
+            raise self._wrong(key, f"an integer {minimum}..{maximum}", value)
+        return value
+
+    def port(self, key: str, default: Any = _REQUIRED) -> int:
+        return self.integer(key, default, 0, 65535)
+
+    def number(
+        self, key: str, default: Any, minimum: float = 0.0, maximum: float = math.inf
+    ) -> float:
+        value = self._value(key, default)
+        expected = (
+            f"a number >= {minimum}" if maximum == math.inf else f"a number {minimum}..{maximum}"
+        )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(key, expected, value)
+        if math.isnan(value) or not minimum <= value <= maximum:
+            raise self._wrong(key, expected, value)
+        return float(value)
+
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        value = self._value(key, default)
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false", value)
+        return value
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Path:
+        value = self._value(key, default)
+        if isinstance(value, Path):  # a default
+            return value.absolute()
+        if not isinstance(value, str) or not value:
+            raise self._wrong(key, "a path (non-empty string)", value)
+        return Path(value).absolute()
+
+    def optional_path(self, key: str) -> Path | None:
+        return self.path(key) if key in self._raw else None
+
+    def system_title(self, key: str) -> bytes | None:
+        value = self._value(key, None)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _TITLE_HEX.fullmatch(value):
+            raise self._wrong(key, "a system title of 16 hex characters", value)
+        return bytes.fromhex(value)
+
+    def paths(self, key: str) -> tuple[Path, ...]:
+        value = self._value(key, _REQUIRED)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self._wrong(key, "an array of paths (strings)", value)
+        return tuple(Path(item).absolute() for item in value)
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "listeners": ListenersConfig,
+    "keys": KeysConfig,
+    "metrics": MetricsConfig,
+    "state": StateConfig,
+    "quarantine": QuarantineConfig,
+}

@@ -1,0 +1,245 @@
+"""HDLC push receivers: on a serial line (HAN/P1 port) and over TCP (terminal servers).
+
+Both feed the same `HdlcPushReceiver`: the HDLC stream decoder resyncs on
+line noise, the segment reassembler joins segmented UI/I frames and strips the
+LLC header, and each complete APDU goes to the ingest. A serial port serves a
+single meter, so its listener may name that meter's system title for pushes
+that carry none (plaintext HAN pushes).
+
+The serial port is reopened after `reopen_delay` when it fails to open or the
+line goes away (a USB adapter unplugged), for as long as the service runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dlmsd.protocol.errors import LengthError
+from dlmsd.protocol.events import NEED_DATA
+from dlmsd.protocol.hdlc.events import FrameError
+from dlmsd.protocol.hdlc.reassembly import ReassemblyError, SegmentReassembler
+from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
+from dlmsd.service.config import HdlcSerialListenerConfig, HdlcTcpListenerConfig
+from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.metrics import Metrics
+from dlmsd.service.tcp import PushStreamFactory, PushStreamProtocol
+
+SERIAL_TRANSPORT = "hdlc_serial"
+TCP_TRANSPORT = "hdlc_tcp"
+
+
+class HdlcPushReceiver:
+    """Bytes from one line in, reassembled APDUs out to the ingest."""
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        *,
+        transport: str,
+        source: str,
+        on_frame: Callable[[], object],
+        max_apdu_size: int,
+        system_title: bytes | None = None,
+    ) -> None:
+        self._ingest = ingest
+        self._transport = transport
+        self.source = source
+        self._on_frame = on_frame
+        self._system_title = system_title
+        self._decoder = HdlcStreamDecoder()
+        self._reassembler = SegmentReassembler(max_apdu_size)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes read from the line."""
+        decoder = self._decoder
+        decoder.receive_data(data)
+        while True:
+            event = decoder.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, FrameError):
+                self._ingest.reject(
+                    RejectReason.MALFORMED,
+                    self.source,
+                    self._transport,
+                    f"skipped {event.skipped_bytes} bytes: {event.reason}",
+                )
+                continue
+            self._on_frame()
+            for item in self._reassembler.feed(event):
+                if isinstance(item, ReassemblyError):
+                    too_big = isinstance(item.error, LengthError)
+                    reason = RejectReason.OVERSIZE if too_big else RejectReason.MALFORMED
+                    self._ingest.reject(reason, self.source, self._transport, item.reason)
+                else:
+                    self._ingest.handle(
+                        item.apdu, self.source, self._transport, self._system_title
+                    )
+
+    def reset(self) -> None:
+        """Forget a partial frame or APDU (the line was reopened)."""
+        self._decoder = HdlcStreamDecoder()
+        self._reassembler.reset()
+
+
+# --- over TCP -------------------------------------------------------------------
+
+
+class HdlcTcpFactory(PushStreamFactory):
+    """HDLC frames over TCP (``[[listeners.hdlc_tcp]]``)."""
+
+    transport_name = TCP_TRANSPORT
+
+    def __init__(self, ingest: Ingest, metrics: Metrics, config: HdlcTcpListenerConfig) -> None:
+        super().__init__(
+            ingest,
+            metrics,
+            name=config.name,
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+        )
+        self.max_apdu_size = config.max_apdu_size
+
+    def make_protocol(self) -> PushStreamProtocol:
+        return HdlcTcpProtocol()
+
+
+class HdlcTcpProtocol(PushStreamProtocol):
+    """One TCP connection carrying HDLC frames."""
+
+    _receiver: HdlcPushReceiver
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        factory = self.factory
+        assert isinstance(factory, HdlcTcpFactory)
+        self._receiver = HdlcPushReceiver(
+            factory.ingest,
+            transport=TCP_TRANSPORT,
+            source=self.source,
+            on_frame=self.frame_received,
+            max_apdu_size=factory.max_apdu_size,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self._receiver.data_received(data)
+
+
+def listen_hdlc_tcp(
+    reactor: Any, ingest: Ingest, metrics: Metrics, config: HdlcTcpListenerConfig
+) -> tuple[IListeningPort, HdlcTcpFactory]:
+    """Start an HDLC-over-TCP listener; returns its port and factory."""
+    factory = HdlcTcpFactory(ingest, metrics, config)
+    port: IListeningPort = reactor.listenTCP(
+        config.port, factory, backlog=1024, interface=config.address
+    )
+    return port, factory
+
+
+# --- on a serial line -----------------------------------------------------------
+
+
+class HdlcSerialProtocol(Protocol):
+    """The protocol a `SerialPort` drives; tells its service when the line goes away."""
+
+    def __init__(self, receiver: HdlcPushReceiver, on_lost: Callable[[Failure], object]) -> None:
+        self._receiver = receiver
+        self._on_lost = on_lost
+
+    def dataReceived(self, data: bytes) -> None:
+        self._receiver.data_received(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._on_lost(reason)
+
+
+class HdlcSerialService(Service):
+    """Receives HDLC pushes on one serial device, reopening it while running."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        ingest: Ingest,
+        metrics: Metrics,
+        config: HdlcSerialListenerConfig,
+    ) -> None:
+        self._reactor = reactor
+        self.config = config
+        self.receiver = HdlcPushReceiver(
+            ingest,
+            transport=SERIAL_TRANSPORT,
+            source=config.device,
+            on_frame=metrics.listener(config.name).inc,
+            max_apdu_size=config.max_apdu_size,
+            system_title=config.system_title,
+        )
+        self.port: Any = None
+        self._reopen: DelayedCall | None = None
+        self.setName(config.name)  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._open()
+
+    def _open(self) -> None:
+        self._reopen = None
+        from twisted.internet.serialport import SerialPort
+
+        config = self.config
+        self.receiver.reset()
+        protocol = HdlcSerialProtocol(self.receiver, self._lost)
+        try:
+            self.port = SerialPort(  # type: ignore[no-untyped-call]
+                protocol,
+                config.device,
+                self._reactor,
+                baudrate=config.baudrate,
+                bytesize=config.bytesize,
+                parity=config.parity,
+                stopbits=config.stopbits,
+            )
+        except Exception as error:  # serial.SerialException is an OSError only sometimes
+            self.log.error(
+                "cannot open serial device {device}: {error}; retrying in {delay}s",
+                device=config.device,
+                error=str(error),
+                delay=config.reopen_delay,
+            )
+            self._schedule_reopen()
+            return
+        self.log.info("listening for HDLC pushes on {device}", device=config.device)
+
+    def _lost(self, reason: Failure) -> None:
+        self.port = None
+        if not self.running:
+            return
+        self.log.warn(
+            "serial device {device} closed: {error}; reopening in {delay}s",
+            device=self.config.device,
+            error=reason.getErrorMessage(),
+            delay=self.config.reopen_delay,
+        )
+        self._schedule_reopen()
+
+    def _schedule_reopen(self) -> None:
+        if self.running and self._reopen is None:
+            self._reopen = self._reactor.callLater(self.config.reopen_delay, self._open)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._reopen is not None and self._reopen.active():
+            self._reopen.cancel()
+        self._reopen = None
+        if self.port is not None:
+            self.port.loseConnection()
+            self.port = None

@@ -1,0 +1,314 @@
+"""The ingest pipeline: one APDU from any listener in, an accepted push or a reason out.
+
+Order of the checks, cheapest first, so a flood of bad frames costs no AES:
+
+    peel (no crypto) -> key store lookup -> security policy -> replay pre-check
+    -> verify tag + decrypt -> decode DataNotification -> readings -> record
+
+An accepted push is *staged* in the `StateStore`: its meter's counter
+advances in memory at once (a replay inside the same batch is refused), and
+the counter and the spool rows reach the database together in one commit,
+batched per reactor turn (`commit_interval`, or at once at `commit_batch`
+pushes). Only after that commit is the push counted as accepted and the sink
+pumps are told to look at the spool.
+
+Bad input never raises out of `Ingest.handle_apdu`: protocol errors become a
+rejection reason, anything else is a bug that is logged with its traceback,
+counted as ``internal_error``, and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+from twisted.internet.base import DelayedCall
+from twisted.logger import Logger
+
+from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
+from dlmsd.protocol.push import open_decrypted, peel
+from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
+from dlmsd.service.metrics import Metrics
+from dlmsd.service.quarantine import LogRateLimiter, Quarantine
+from dlmsd.service.state import AcceptedPush, StateError, StateStore, encode_record
+
+
+class RejectReason(enum.StrEnum):
+    """Why a frame was not accepted: the metric label and the log field."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_METER = "unknown_meter"
+    AUTH_FAILED = "auth_failed"
+    REPLAY = "replay"
+    POLICY = "policy"
+    OVERSIZE = "oversize"
+    INTERNAL_ERROR = "internal_error"
+    SPOOL_FULL = "spool_full"
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """What became of one frame: accepted (staged for commit) or rejected with a reason."""
+
+    accepted: bool
+    reason: RejectReason | None = None
+
+    @classmethod
+    def rejected(cls, reason: RejectReason) -> Outcome:
+        return _REJECTED[reason]
+
+
+ACCEPTED = Outcome(True)
+_REJECTED = {reason: Outcome(False, reason) for reason in RejectReason}
+
+
+def _utc_text(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+
+
+class Ingest:
+    """Verifies, decodes and stages pushes for every listener of one daemon.
+
+    `reactor` schedules the batched commits (``callLater``); `clock` gives the
+    wall time stamped on records (``received_at``) and used for log limits.
+    Callables in `on_commit` run after each successful commit (the sink pumps'
+    ``notify``).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        keystore: KeyStore,
+        state: StateStore,
+        metrics: Metrics,
+        quarantine: Quarantine,
+        reactor: Any,
+        commit_batch: int = 500,
+        commit_interval: float = 0.002,
+        log_interval: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keystore = keystore
+        self.state = state
+        self.metrics = metrics
+        self.quarantine = quarantine
+        self.on_commit: list[Callable[[], object]] = []
+        self._reactor = reactor
+        self._commit_batch = commit_batch
+        self._commit_interval = commit_interval
+        self._clock = clock
+        self._commit_call: DelayedCall | None = None
+        self._log_limit = LogRateLimiter(log_interval)
+        self._staged_meters: list[str] = []
+        self._plaintext_ids = itertools.count()
+        # Bound once: these run for every frame.
+        self._observe_decode = metrics.decode_seconds.observe
+        self._per_meter = metrics.meter_pushes
+
+    # --- the pipeline ---------------------------------------------------------
+
+    def handle_apdu(self, apdu: bytes, source: str, transport: str) -> Outcome:
+        """Run one APDU through the pipeline. Never raises.
+
+        `ACCEPTED` means verified and staged: the push counts as accepted (metric,
+        sinks) once the batch commits, at most `commit_interval` later.
+        """
+        return self.handle(apdu, source, transport, None)
+
+    def handle(
+        self, apdu: bytes, source: str, transport: str, system_title: bytes | None
+    ) -> Outcome:
+        """As `handle_apdu`; `system_title` names the sender when the transport knows it
+        (a serial HAN port serves one meter) and the APDU carries none."""
+        try:
+            return self._handle(apdu, source, transport, system_title)
+        except Exception:
+            self.log.failure(
+                "internal error on a frame from {source} ({transport}); still serving",
+                source=source,
+                transport=transport,
+            )
+            self.metrics.rejected(RejectReason.INTERNAL_ERROR)
+            return _REJECTED[RejectReason.INTERNAL_ERROR]
+
+    def _handle(
+        self, apdu: bytes, source: str, transport: str, known_title: bytes | None
+    ) -> Outcome:
+        started = time.perf_counter()
+        try:
+            envelope = peel(apdu, known_title)
+        except DlmsError as error:
+            return self.reject(RejectReason.MALFORMED, source, transport, str(error))
+        title = envelope.system_title
+        if title is None:
+            if envelope.security_control is None:
+                # Nothing says which meter sent it, so no meter's policy can allow it.
+                return self.reject(
+                    RejectReason.POLICY, source, transport, "plaintext push without system title"
+                )
+            return self._unknown(None, apdu, source, transport)
+        entry = self.keystore.lookup(title)
+        if entry is None:
+            return self._unknown(title, apdu, source, transport)
+        security = envelope.security
+        if security not in entry.allowed_security:
+            return self.reject(
+                RejectReason.POLICY,
+                source,
+                transport,
+                f"security {security} not allowed for this meter",
+                entry,
+            )
+        counter = envelope.invocation_counter
+        last = self.state.last_counter(title)
+        if counter is not None and last is not None and counter <= last:
+            return self.reject(
+                RejectReason.REPLAY,
+                source,
+                transport,
+                f"invocation counter {counter} not above {last}",
+                entry,
+            )
+        try:
+            plaintext = envelope.open(entry.cipher)
+        except AuthenticationFailed as error:
+            return self.reject(RejectReason.AUTH_FAILED, source, transport, str(error), entry)
+        except DlmsError as error:
+            return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        try:
+            push = open_decrypted(envelope, plaintext, entry.push_object_list)
+        except DlmsError as error:
+            return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        if not self.state.spool_has_room():
+            # state.spool_full = "refuse": the counter stays, a retransmission is accepted later.
+            return self.reject(
+                RejectReason.SPOOL_FULL, source, transport, "spool full, push refused", entry
+            )
+        now = self._clock()
+        record = push.to_record()
+        record["received_at"] = _utc_text(now)
+        record["source"] = source
+        record["transport"] = transport
+        record["meter"] = entry.name
+        record["meter_id"] = entry.display_id
+        record["labels"] = dict(entry.labels)
+        self.state.stage(self._accepted(title, counter, last, record, now))
+        if self._per_meter is not None:
+            self._staged_meters.append(entry.name or entry.display_id)
+        self._observe_decode(time.perf_counter() - started)
+        self._schedule_commit()
+        return ACCEPTED
+
+    def _accepted(
+        self,
+        title: bytes,
+        counter: int | None,
+        last: int | None,
+        record: dict[str, object],
+        now: float,
+    ) -> AcceptedPush:
+        if counter is not None:
+            return AcceptedPush.create(title, counter, record)
+        # A plaintext push (allowed by policy) has no counter: keep the meter's
+        # counter where it is and give the record an id of its own.
+        return AcceptedPush(
+            title,
+            last if last is not None else -1,
+            f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}",
+            encode_record(record),
+        )
+
+    def _unknown(self, title: bytes | None, apdu: bytes, source: str, transport: str) -> Outcome:
+        now = self._clock()
+        try:
+            self.quarantine.add(title, apdu, source, now, transport)
+        except OSError as error:
+            self.log.error(
+                "cannot write quarantine file: {error}", error=error.strerror or str(error)
+            )
+        self.metrics.rejected(RejectReason.UNKNOWN_METER)
+        if self.quarantine.should_log(title, now):
+            self.log.warn(
+                "push rejected: {reason} {meter} from {source} ({transport}); frame quarantined",
+                reason=RejectReason.UNKNOWN_METER.value,
+                meter=display_id(title) if title else "without system title",
+                source=source,
+                transport=transport,
+            )
+        return _REJECTED[RejectReason.UNKNOWN_METER]
+
+    def reject(
+        self,
+        reason: RejectReason,
+        source: str,
+        transport: str,
+        detail: str,
+        entry: MeterEntry | None = None,
+    ) -> Outcome:
+        """Count a rejection and log it, at most once per reason and meter (or source)
+        per log interval. Listeners use it for framing errors (malformed, oversize)."""
+        self.metrics.rejected(reason)
+        meter = entry.display_id if entry is not None else None
+        key = f"{reason}|{meter or source}".encode()
+        if self._log_limit.should_log(key, self._clock()):
+            self.log.warn(
+                "push rejected: {reason} from {source} ({transport}) meter {meter}: {detail}",
+                reason=reason.value,
+                source=source,
+                transport=transport,
+                meter=meter or "-",
+                meter_name=entry.name if entry is not None else None,
+                detail=detail,
+            )
+        return _REJECTED[reason]
+
+    # --- batched commits ------------------------------------------------------
+
+    def _schedule_commit(self) -> None:
+        if self.state.staged >= self._commit_batch:
+            self.flush()
+        elif self._commit_call is None:
+            self._commit_call = self._reactor.callLater(self._commit_interval, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        self._commit_call = None
+        self.flush()
+
+    def flush(self) -> int:
+        """Commit the staged pushes now; returns how many were accepted."""
+        if self._commit_call is not None:
+            if self._commit_call.active():
+                self._commit_call.cancel()
+            self._commit_call = None
+        meters, self._staged_meters = self._staged_meters, []
+        staged = self.state.staged
+        if not staged:
+            return 0
+        try:
+            committed = self.state.commit()
+        except StateError as error:
+            # Nothing of the batch was accepted; the store set its counters back.
+            self.log.critical(
+                "cannot commit {count} pushes, all rejected: {error}", count=staged, error=error
+            )
+            self.metrics.pushes_rejected.labels(RejectReason.INTERNAL_ERROR).inc(staged)
+            return 0
+        self.metrics.pushes_accepted.inc(committed)
+        if self._per_meter is not None:
+            for meter in meters:
+                self._per_meter.labels(meter).inc()
+        for notify in self.on_commit:
+            notify()
+        return committed
+
+    @property
+    def staged(self) -> int:
+        """Pushes verified and waiting for the next commit."""
+        return self.state.staged

@@ -1,0 +1,401 @@
+"""The service tree of ``twistd dlmsd --config PATH``.
+
+`makeService` validates everything it can before the reactor runs (config,
+key files and their permissions, state directory and database, sink
+options) and refuses to start with a one-line reason and a non-zero exit.
+
+`DaemonService` starts its parts in order (pumps, metrics, listeners) and
+stops them in the order that loses nothing: stop listening and close TCP
+connections, commit the pending batch, drain the sink pumps, close the
+database. twistd runs `stopService` on SIGTERM and waits for it.
+SIGHUP reloads the key files; a broken file keeps the old keys and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import FileLogObserver, ILogObserver, Logger
+from twisted.python import usage
+from twisted.python.components import Componentized
+
+from dlmsd.service.config import Config, ConfigError, load_config, sink_error_path
+from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
+from dlmsd.service.ingest import Ingest
+from dlmsd.service.keystore import KeyFileError, KeyStore
+from dlmsd.service.logging import json_lines_observer
+from dlmsd.service.metrics import Metrics, listen_metrics
+from dlmsd.service.quarantine import Quarantine
+from dlmsd.service.state import StateError, StateStore
+from dlmsd.service.tcp import PushStreamFactory, listen_tcp
+from dlmsd.service.udp import listen_udp
+from dlmsd.sinks import SinkConfigError, create_sink
+from dlmsd.sinks.pump import SpoolPump
+from dlmsd.sinks.spool import SinkCollector, SpoolDropReporter
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line shown to the operator."""
+
+
+class Options(usage.Options):
+    """``twistd dlmsd --config PATH``."""
+
+    optParameters = [["config", "c", None, "the daemon's TOML configuration file (required)"]]
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config PATH is required")
+
+
+def makeService(options: Options) -> DaemonService:
+    """Build the service tree for twistd; exits with one line on a bad setup."""
+    try:
+        return build_service(load_config(options["config"]))
+    except (ConfigError, StartupError) as error:
+        raise SystemExit(f"dlmsd: cannot start: {error}") from None
+
+
+class PortService(Service):
+    """A listening port as a service: listens when started, stops when stopped."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        listen: Callable[[], IListeningPort | tuple[IListeningPort, PushStreamFactory]],
+    ) -> None:
+        self.setName(name)  # type: ignore[no-untyped-call]
+        self._listen = listen
+        self.port: Any = None
+        self.factory: PushStreamFactory | None = None
+
+    def privilegedStartService(self) -> None:
+        # twistd calls this before the reactor runs: a port that cannot be bound
+        # stops the start-up instead of leaving a daemon without that listener.
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._bind()
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self.port is None:
+            self._bind()
+
+    def _bind(self) -> None:
+        result = self._listen()
+        if isinstance(result, tuple):
+            self.port, self.factory = result
+        else:
+            self.port = result
+        host = self.port.getHost()
+        self.log.info(
+            "{name} listening on {host}:{port}", name=self.name, host=host.host, port=host.port
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        stopped: Deferred[None] = (
+            defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)
+        )
+        if self.factory is not None:
+            self.factory.close_all()
+        return stopped
+
+    @property
+    def port_number(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        return int(self.port.getHost().port)
+
+
+class DaemonService(MultiService):
+    """The daemon: key store, state, ingest, pumps, metrics and listeners."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        keystore: KeyStore,
+        state: StateStore,
+        quarantine: Quarantine,
+        metrics: Metrics,
+        ingest: Ingest,
+        pumps: Sequence[SpoolPump],
+        metrics_service: PortService | None,
+        listeners: Sequence[Service],
+        reactor: Any,
+        handle_signals: bool = True,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.config = config
+        self.keystore = keystore
+        self.state = state
+        self.quarantine = quarantine
+        self.metrics = metrics
+        self.ingest = ingest
+        self.pumps = tuple(pumps)
+        self.metrics_service = metrics_service
+        self.listeners = tuple(listeners)
+        self._reactor = reactor
+        self._handle_signals = handle_signals
+        self._previous_hup: Any = None
+        self.log_observer: FileLogObserver | None = None
+        if config.daemon.log_format == "json":
+            self.log_observer = json_lines_observer()
+        # Children in start order; `startService` keeps it, `stopService` orders the stop.
+        for child in (*self.pumps, *([metrics_service] if metrics_service else []), *listeners):
+            child.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd asks the application for an ILogObserver before it starts
+        # logging: that is how `log_format = "json"` replaces its text lines.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)  # type: ignore[no-untyped-call]
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except CannotListenError as error:
+                raise SystemExit(f"dlmsd: cannot start: {child.name}: {error}") from None
+
+    def startService(self) -> None:
+        Service.startService(self)  # type: ignore[no-untyped-call]
+        self._keystore_loaded()
+        for child in self:
+            child.startService()
+        if self._handle_signals:
+            self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
+        self.log.info(
+            "dlmsd started: {meters} meters, {listeners} listeners, sinks {sinks}",
+            meters=len(self.keystore),
+            listeners=len(self.listeners),
+            sinks=", ".join(pump.sink.name for pump in self.pumps),
+        )
+
+    def stopService(self) -> Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        if self._handle_signals and self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
+        self.log.info("dlmsd stopping: closing listeners, flushing, draining sinks")
+        # Each step runs even if the one before failed: a listener that will not
+        # close must not keep accepted pushes from their commit.
+        await _stop_all(self.listeners, "listener")
+        self.ingest.flush()
+        await _stop_all(self.pumps, "sink pump")
+        if self.metrics_service is not None:
+            await _stop_all([self.metrics_service], "metrics endpoint")
+        try:
+            self.state.close()
+        except StateError as error:
+            self.log.error("closing the state database failed: {error}", error=str(error))
+        self.quarantine.close()
+        self.log.info("dlmsd stopped")
+
+    # --- key store reload -------------------------------------------------------
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        # Signal context: hand the work to the reactor thread.
+        self._reactor.callFromThread(self.reload_keys)
+
+    def reload_keys(self) -> bool:
+        """Re-read the key files; on any problem keep the current keys and log why."""
+        try:
+            count = self.keystore.reload()
+        except KeyFileError as error:
+            self.metrics.keystore_reload_failures.inc()
+            self.log.error(
+                "key store reload refused, keeping the {count} meters loaded: {error}",
+                count=len(self.keystore),
+                error=str(error),
+            )
+            return False
+        self._keystore_loaded()
+        self.log.info("key store reloaded: {count} meters", count=count)
+        return True
+
+    def _keystore_loaded(self) -> None:
+        self.metrics.keystore_meters.set(len(self.keystore))
+        self.metrics.keystore_last_reload.set(time.time())
+
+    def listener(self, name: str) -> Service:
+        """A listener service by its configured name."""
+        return self.getServiceNamed(name)  # type: ignore[no-any-return, no-untyped-call]
+
+
+_stop_log = Logger()
+
+
+async def _stop_all(services: Sequence[Service], what: str) -> None:
+    """Stop services concurrently; log (not raise) the ones that fail."""
+    stopping = [defer.maybeDeferred(service.stopService) for service in services]
+    for service, result in zip(
+        services, await defer.DeferredList(stopping, consumeErrors=True), strict=True
+    ):
+        succeeded, value = result
+        if not succeeded:
+            _stop_log.failure("stopping {what} {name} failed", value, what=what, name=service.name)
+
+
+def build_service(
+    config: Config,
+    *,
+    reactor: Any = None,
+    handle_signals: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> DaemonService:
+    """Open everything the config names and assemble the service tree.
+
+    Raises `StartupError` (or `ConfigError` for sink options) with a one-line reason.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        keystore = KeyStore.load(config.keys.files)
+    except KeyFileError as error:
+        raise StartupError(f"key store: {error}") from None
+    state = _open_state(config, clock)
+    try:
+        return _assemble(config, keystore, state, reactor, handle_signals, clock)
+    except BaseException:
+        state.close()
+        raise
+
+
+def _open_state(config: Config, clock: Callable[[], float]) -> StateStore:
+    state_dir = config.daemon.state_dir
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StartupError(
+            f"daemon.state_dir {state_dir}: cannot create: {error.strerror or error}"
+        ) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise StartupError(f"daemon.state_dir {state_dir}: not writable by this user")
+    try:
+        return StateStore(
+            config.state_db,
+            [sink.name for sink in config.sinks],
+            synchronous="full" if config.state.synchronous == "full" else "normal",
+            clock=clock,
+            spool_limit=config.state.spool_limit,
+            spool_full="drop_oldest" if config.state.spool_full == "drop_oldest" else "refuse",
+        )
+    except StateError as error:
+        raise StartupError(str(error)) from None
+
+
+def _assemble(
+    config: Config,
+    keystore: KeyStore,
+    state: StateStore,
+    reactor: Any,
+    handle_signals: bool,
+    clock: Callable[[], float],
+) -> DaemonService:
+    metrics = Metrics(per_meter=config.metrics.per_meter)
+    try:
+        quarantine = Quarantine(
+            config.quarantine_dir,
+            config.quarantine.max_bytes,
+            log_interval=config.quarantine.log_interval,
+        )
+    except OSError as error:
+        raise StartupError(
+            f"quarantine.dir {config.quarantine_dir}: {error.strerror or error}"
+        ) from None
+    ingest = Ingest(
+        keystore=keystore,
+        state=state,
+        metrics=metrics,
+        quarantine=quarantine,
+        reactor=reactor,
+        commit_batch=config.state.commit_batch,
+        commit_interval=config.state.commit_interval,
+        log_interval=config.quarantine.log_interval,
+        clock=clock,
+    )
+    pumps = _pumps(config, state, metrics, reactor)
+    for pump in pumps:
+        ingest.on_commit.append(pump.notify)
+    metrics.watch_spool([pump.sink.name for pump in pumps], state.depth, state.oldest_age)
+    metrics.registry.register(SinkCollector(pumps, state))
+    state.on_drop = SpoolDropReporter()
+    metrics_service = None
+    if config.metrics.enabled:
+        settings = config.metrics
+        metrics_service = PortService(
+            "metrics",
+            lambda: listen_metrics(reactor, metrics, settings.port, settings.address),
+        )
+    return DaemonService(
+        config=config,
+        keystore=keystore,
+        state=state,
+        quarantine=quarantine,
+        metrics=metrics,
+        ingest=ingest,
+        pumps=pumps,
+        metrics_service=metrics_service,
+        listeners=_listeners(config, ingest, metrics, reactor),
+        reactor=reactor,
+        handle_signals=handle_signals,
+    )
+
+
+def _pumps(config: Config, state: StateStore, metrics: Metrics, reactor: Any) -> list[SpoolPump]:
+    pumps = []
+    for settings in config.sinks:
+        try:
+            sink = create_sink(settings.type, settings.name, settings.options)
+        except SinkConfigError as error:
+            raise ConfigError(f"{sink_error_path(settings, error.key)}: {error.reason}") from None
+        except OSError as error:
+            raise StartupError(f"{settings.path}: cannot open sink: {error}") from None
+        pumps.append(
+            SpoolPump(
+                state,
+                sink,
+                settings.batch_size,
+                settings.retry_backoff,
+                reactor=reactor,
+                on_delivered=lambda name, count: metrics.readings_written.labels(name).inc(count),
+            )
+        )
+    return pumps
+
+
+def _listeners(config: Config, ingest: Ingest, metrics: Metrics, reactor: Any) -> list[Service]:
+    listeners: list[Service] = []
+    for udp in config.listeners.udp:
+        listeners.append(PortService(udp.name, partial(listen_udp, reactor, ingest, metrics, udp)))
+    for tcp in config.listeners.tcp:
+        listeners.append(PortService(tcp.name, partial(listen_tcp, reactor, ingest, metrics, tcp)))
+    for hdlc in config.listeners.hdlc_tcp:
+        listen = partial(listen_hdlc_tcp, reactor, ingest, metrics, hdlc)
+        listeners.append(PortService(hdlc.name, listen))
+    for serial in config.listeners.hdlc_serial:
+        listeners.append(HdlcSerialService(reactor, ingest, metrics, serial))
+    return listeners

@@ -1,0 +1,235 @@
+"""Prometheus metrics of the daemon, served by Twisted's own web server.
+
+Each `Metrics` owns its `CollectorRegistry` (not the process-global one) so
+tests and several daemons in one process stay apart. The ``/metrics``
+resource renders in the reactor thread: no second HTTP server, no thread
+pool, and the spool gauges may read the SQLite connection, which belongs to
+the reactor thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IListeningPort
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+REJECT_REASONS = (
+    "malformed",
+    "unknown_meter",
+    "auth_failed",
+    "replay",
+    "policy",
+    "oversize",
+    "internal_error",
+    "spool_full",
+)
+"""Every label value of ``dlmsd_pushes_rejected_total`` (all exported from the start)."""
+
+# Decoding a push takes tens of microseconds; the buckets resolve that range
+# and still catch a stall of a second.
+_DECODE_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.1,
+    1.0,
+)
+
+SpoolReader = Callable[[str], float]
+
+
+class Metrics:
+    """All series of one daemon. Hot-path children are bound once, here."""
+
+    def __init__(self, per_meter: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.per_meter = per_meter
+        registry = self.registry
+        self.frames_received = Counter(
+            "dlmsd_frames_received",
+            "Frames (datagrams, wrapper or HDLC frames) received, per listener.",
+            ["listener"],
+            registry=registry,
+        )
+        self.pushes_accepted = Counter(
+            "dlmsd_pushes_accepted",
+            "Pushes verified, decoded and committed to the spool.",
+            registry=registry,
+        )
+        self.pushes_rejected = Counter(
+            "dlmsd_pushes_rejected",
+            "Pushes refused, per reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.readings_written = Counter(
+            "dlmsd_readings_written",
+            "Records delivered to a sink, per sink.",
+            ["sink"],
+            registry=registry,
+        )
+        self.decode_seconds = Histogram(
+            "dlmsd_decode_seconds",
+            "Time from an APDU to its record: peel, policy, verify, decrypt, decode.",
+            buckets=_DECODE_BUCKETS,
+            registry=registry,
+        )
+        self.tcp_connections_open = Gauge(
+            "dlmsd_tcp_connections_open",
+            "Open TCP connections (wrapper and HDLC listeners).",
+            registry=registry,
+        )
+        self.tcp_connections_refused = Counter(
+            "dlmsd_tcp_connections_refused",
+            "TCP connections closed at once because a listener was at max_connections.",
+            ["listener"],
+            registry=registry,
+        )
+        self.keystore_meters = Gauge(
+            "dlmsd_keystore_meters",
+            "Meters in the key store.",
+            registry=registry,
+        )
+        self.keystore_last_reload = Gauge(
+            "dlmsd_keystore_last_reload_timestamp_seconds",
+            "When the key store was last (re)loaded successfully, Unix time.",
+            registry=registry,
+        )
+        self.keystore_reload_failures = Counter(
+            "dlmsd_keystore_reload_failures",
+            "Key store reloads refused (the old keys stay in use).",
+            registry=registry,
+        )
+        self.meter_pushes: Counter | None = None
+        if per_meter:
+            self.meter_pushes = Counter(
+                "dlmsd_meter_pushes_accepted",
+                "Pushes accepted per meter (enabled by metrics.per_meter).",
+                ["meter"],
+                registry=registry,
+            )
+        self._rejected = {reason: self.pushes_rejected.labels(reason) for reason in REJECT_REASONS}
+        self._spool = _SpoolCollector()
+        registry.register(self._spool)
+
+    def rejected(self, reason: str) -> None:
+        """Count one rejection (`reason` is one of `REJECT_REASONS`)."""
+        child = self._rejected.get(reason)
+        if child is None:
+            child = self._rejected[reason] = self.pushes_rejected.labels(reason)
+        child.inc()
+
+    def listener(self, name: str) -> Counter:
+        """The bound frames-received counter of one listener (bind once, inc per frame)."""
+        return self.frames_received.labels(name)
+
+    def watch_spool(
+        self, sinks: Sequence[str], depth: SpoolReader, oldest_age: SpoolReader
+    ) -> None:
+        """Export ``dlmsd_spool_depth`` and ``..._oldest_age_seconds`` read at scrape time."""
+        self._spool.sinks = tuple(sinks)
+        self._spool.depth = depth
+        self._spool.oldest_age = oldest_age
+
+    def render(self) -> bytes:
+        """The exposition text, as ``/metrics`` serves it."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample's current value (0.0 when absent); for tests and the simulator."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return float(found) if found is not None else 0.0
+
+
+class _SpoolCollector(Collector):
+    """Spool gauges computed when scraped, never stored."""
+
+    def __init__(self) -> None:
+        self.sinks: tuple[str, ...] = ()
+        self.depth: SpoolReader | None = None
+        self.oldest_age: SpoolReader | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        depth, age = self._families()
+        if self.depth is not None and self.oldest_age is not None:
+            for sink in self.sinks:
+                depth.add_metric([sink], self.depth(sink))
+                age.add_metric([sink], self.oldest_age(sink))
+        yield depth
+        yield age
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "dlmsd_spool_depth", "Records waiting in the spool, per sink.", labels=["sink"]
+            ),
+            GaugeMetricFamily(
+                "dlmsd_spool_oldest_age_seconds",
+                "Age of the oldest record waiting in the spool, per sink.",
+                labels=["sink"],
+            ),
+        )
+
+
+class MetricsResource(Resource):
+    """``/metrics``: renders the registry synchronously in the reactor thread."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))  # type: ignore[no-untyped-call]
+        return self._metrics.render()
+
+
+class _Root(Resource):
+    """Only ``/metrics`` exists; anything else is a plain 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Any:
+        return notFound()
+
+
+def metrics_site(metrics: Metrics) -> Site:
+    """A web site with ``/metrics`` (and nothing else)."""
+    root = _Root()  # type: ignore[no-untyped-call]
+    root.putChild(b"metrics", MetricsResource(metrics))  # type: ignore[arg-type]
+    site = Site(root)  # type: ignore[no-untyped-call]
+    site.displayTracebacks = False
+    site.noisy = False
+    # Access logs for every scrape would drown the daemon's own log lines.
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def listen_metrics(reactor: Any, metrics: Metrics, port: int, address: str) -> IListeningPort:
+    """Serve ``/metrics`` on `address`:`port` (0 = any free port)."""
+    port_: IListeningPort = reactor.listenTCP(port, metrics_site(metrics), interface=address)
+    return port_

@@ -1,0 +1,194 @@
+"""TCP listeners: connection limits and idle timeouts, and the wrapper stream protocol.
+
+`PushStreamProtocol` holds what every TCP push listener needs (the HDLC-over-TCP
+listener reuses it): the connection count against ``max_connections``, the
+open-connections gauge, and the idle timeout. "Idle" means *no complete
+frame* for ``idle_timeout`` seconds, not "no bytes": a client trickling one
+byte a minute never completes a frame and is cut like a silent one.
+
+`WrapperPushProtocol` splits the stream into IEC 62056-47 wrapper frames. The
+wrapper has no flags to resync on, so a bad version or an over-long length
+drops the connection (counted as ``malformed`` or ``oversize``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from dlmsd.protocol.errors import DlmsError, LengthError
+from dlmsd.protocol.events import NEED_DATA
+from dlmsd.protocol.wrapper import HEADER_LENGTH, WrapperStreamDecoder
+from dlmsd.service.config import TcpListenerConfig
+from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.metrics import Metrics
+
+
+def peer_text(address: IAddress) -> str:
+    """``host:port`` of a peer (or its repr for non-IP addresses)."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+class PushStreamFactory(Factory):
+    """Builds one protocol per connection, refusing those beyond `max_connections`."""
+
+    log = Logger()
+    transport_name = "tcp"
+    noisy = False  # no "Starting factory" lines; the service logs its port
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        metrics: Metrics,
+        *,
+        name: str,
+        idle_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.ingest = ingest
+        self.metrics = metrics
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.connections: set[PushStreamProtocol] = set()
+        self.frames_received = metrics.listener(name)
+        self._refused = metrics.tcp_connections_refused.labels(name)
+        self._refused_logged = False
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if len(self.connections) >= self.max_connections:
+            # Returning None makes Twisted close the new connection at once.
+            self._refused.inc()
+            if not self._refused_logged:
+                self.log.warn(
+                    "listener {listener} at max_connections={limit}: refusing new connections",
+                    listener=self.name,
+                    limit=self.max_connections,
+                )
+                self._refused_logged = True
+            return None
+        self._refused_logged = False
+        protocol = self.make_protocol()
+        protocol.factory = self
+        return protocol
+
+    def make_protocol(self) -> PushStreamProtocol:
+        """The protocol for one accepted connection."""
+        raise NotImplementedError
+
+    def close_all(self) -> None:
+        """Drop every open connection (at shutdown, after the port stopped listening)."""
+        for protocol in list(self.connections):
+            protocol.link.loseConnection()
+
+
+class PushStreamProtocol(Protocol, TimeoutMixin):
+    """One pushing connection: counted, timed out when idle; subclasses split frames."""
+
+    factory: PushStreamFactory
+    log = Logger()
+    source = "?"
+
+    @property
+    def link(self) -> Any:
+        """The transport, typed loosely: zope interface methods do not type-check."""
+        return self.transport
+
+    def _idle_timer(self, period: float | None) -> None:
+        self.setTimeout(period)  # type: ignore[no-untyped-call]
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        factory.connections.add(self)
+        factory.metrics.tcp_connections_open.inc()
+        self.source = peer_text(self.link.getPeer())
+        self._idle_timer(factory.idle_timeout)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._idle_timer(None)
+        factory = self.factory
+        if self in factory.connections:
+            factory.connections.discard(self)
+            factory.metrics.tcp_connections_open.dec()
+
+    def frame_received(self) -> None:
+        """A complete frame arrived: the connection is not idle."""
+        self.factory.frames_received.inc()
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+
+    def timeoutConnection(self) -> None:
+        self.log.info(
+            "closing {listener} connection from {source}: no complete frame for {timeout}s",
+            listener=self.factory.name,
+            source=self.source,
+            timeout=self.factory.idle_timeout,
+        )
+        self.link.abortConnection()
+
+    def drop(self, reason: RejectReason, detail: str) -> None:
+        """Count a stream we cannot continue and close the connection."""
+        self.factory.ingest.reject(reason, self.source, self.factory.transport_name, detail)
+        self._idle_timer(None)
+        self.link.abortConnection()
+
+
+class WrapperPushFactory(PushStreamFactory):
+    """Wrapper frames over TCP (``[[listeners.tcp]]``)."""
+
+    transport_name = "tcp"
+
+    def __init__(self, ingest: Ingest, metrics: Metrics, config: TcpListenerConfig) -> None:
+        super().__init__(
+            ingest,
+            metrics,
+            name=config.name,
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+        )
+        self.max_apdu_length = config.max_frame_size - HEADER_LENGTH
+
+    def make_protocol(self) -> PushStreamProtocol:
+        return WrapperPushProtocol(self.max_apdu_length)
+
+
+class WrapperPushProtocol(PushStreamProtocol):
+    """Splits a TCP stream into wrapper frames and hands each APDU to the ingest."""
+
+    def __init__(self, max_apdu_length: int) -> None:
+        self._decoder = WrapperStreamDecoder(max_apdu_length)
+
+    def dataReceived(self, data: bytes) -> None:
+        decoder = self._decoder
+        decoder.receive_data(data)
+        handle = self.factory.ingest.handle_apdu
+        while True:
+            try:
+                event = decoder.next_event()
+            except LengthError as error:
+                self.drop(RejectReason.OVERSIZE, str(error))
+                return
+            except DlmsError as error:
+                self.drop(RejectReason.MALFORMED, f"garbage on the stream: {error}")
+                return
+            if event is NEED_DATA:
+                return
+            self.frame_received()
+            handle(event.apdu, self.source, "tcp")
+
+
+def listen_tcp(
+    reactor: Any, ingest: Ingest, metrics: Metrics, config: TcpListenerConfig
+) -> tuple[IListeningPort, WrapperPushFactory]:
+    """Start a wrapper-over-TCP listener; returns its port and factory."""
+    factory = WrapperPushFactory(ingest, metrics, config)
+    port: IListeningPort = reactor.listenTCP(
+        config.port, factory, backlog=1024, interface=config.address
+    )
+    return port, factory

@@ -1,0 +1,78 @@
+"""UDP listener: one datagram carries one wrapper frame (IEC 62056-47, port 4059).
+
+With ``reuse_port`` the socket is made here (SO_REUSEPORT set before bind)
+and adopted by the reactor, so several daemons, or several processes of
+one, can share the port and the kernel spreads datagrams over them.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+
+from dlmsd.protocol.errors import DlmsError
+from dlmsd.protocol.wrapper import decode_datagram
+from dlmsd.service.config import UdpListenerConfig
+from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.metrics import Metrics
+
+TRANSPORT = "udp"
+
+
+class UdpPushProtocol(DatagramProtocol):
+    """Decodes each datagram as a wrapper frame and hands its APDU to the ingest."""
+
+    noisy = False
+
+    def __init__(self, ingest: Ingest, metrics: Metrics, config: UdpListenerConfig) -> None:
+        self._ingest = ingest
+        self._max_frame_size = config.max_frame_size
+        self._frames = metrics.listener(config.name)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self._frames.inc()
+        source = f"{addr[0]}:{addr[1]}"
+        if len(datagram) > self._max_frame_size:
+            self._ingest.reject(
+                RejectReason.OVERSIZE,
+                source,
+                TRANSPORT,
+                f"datagram of {len(datagram)} bytes exceeds max_frame_size {self._max_frame_size}",
+            )
+            return
+        try:
+            frame = decode_datagram(datagram)
+        except DlmsError as error:
+            self._ingest.reject(RejectReason.MALFORMED, source, TRANSPORT, str(error))
+            return
+        self._ingest.handle_apdu(frame.apdu, source, TRANSPORT)
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def listen_udp(
+    reactor: Any, ingest: Ingest, metrics: Metrics, config: UdpListenerConfig
+) -> IListeningPort:
+    """Start a UDP listener (adopting our own SO_REUSEPORT socket when asked)."""
+    protocol = UdpPushProtocol(ingest, metrics, config)
+    if not config.reuse_port:
+        port: IListeningPort = reactor.listenUDP(
+            config.port, protocol, interface=config.address, maxPacketSize=65535
+        )
+        return port
+    family = _family(config.address)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.address, config.port))
+        sock.setblocking(False)
+        # The reactor dups the descriptor; ours is closed in `finally`.
+        port = reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize=65535)
+    finally:
+        sock.close()
+    return port

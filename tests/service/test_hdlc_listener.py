@@ -1,0 +1,222 @@
+"""HDLC push listeners: over TCP and on a serial line (a pseudo-terminal stands in
+for the HAN/P1 port: `SerialPort` opens the pty's slave side like any tty)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest_twisted
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlmsd.service import simulator
+from dlmsd.service.hdlc import HdlcPushReceiver
+from dlmsd.service.maker import DaemonService
+from tests.service.test_daemon import (
+    LogCapture,
+    make_setup,
+    metric,
+    now,
+    port_of,
+    rejected,
+    sleep,
+    start,
+    stop,
+    wait_until,
+)
+from tests.vectors import by_kind
+
+# Norwegian HAN style plaintext push in one UI frame (dlms-cosem
+# tests/test_hdlc/test_hdlc.py:L247): DataNotification, 27 {OBIS, value, scaler_unit}.
+[HAN_VECTOR] = by_kind("hdlc_ui_frame_data_notification")
+HAN_FRAME = bytes.fromhex(HAN_VECTOR["hex"])
+HAN_TITLE = "4E4F48414E000001"  # what the serial listener's config names the meter
+
+
+def han_meter(security: str = '["none"]') -> str:
+    return f'\n[meters.{HAN_TITLE}]\nname = "han-meter"\nsecurity = {security}\n'
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+# --- HDLC over TCP -----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_segmented_pushes_with_noise_between_frames(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={})
+    service = start(setup)
+    sock = connect(port_of(service, "hdlc_tcp"))
+    try:
+        stream = b"\x7e\x7e\x00\x13noise"  # idle flags and line noise first
+        for counter, meter in enumerate(setup.meters, start=1):
+            stream += simulator.hdlc_frames(simulator.build_push(meter, counter, now()), 32)
+        # Delivered in odd-sized pieces, as a terminal server would.
+        for start_at in range(0, len(stream), 37):
+            sock.sendall(stream[start_at : start_at + 37])
+            await sleep(0)
+        await wait_until(lambda: len(setup.records()) == len(setup.meters))
+        assert rejected(service, "malformed") == 1  # the skipped noise, once
+        frames = metric(service, "dlmsd_frames_received_total", listener="hdlc_tcp")
+        assert frames > len(setup.meters)  # segmented: several frames per push
+    finally:
+        sock.close()
+        await stop(service)
+    assert {r["transport"] for r in setup.records()} == {"hdlc_tcp"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_published_plaintext_han_push_over_tcp_is_refused_by_policy(
+    tmp_path: Path,
+) -> None:
+    # Over TCP nothing names the meter of a plaintext push: policy refuses it.
+    setup = make_setup(tmp_path, hdlc_tcp={})
+    service = start(setup)
+    sock = connect(port_of(service, "hdlc_tcp"))
+    try:
+        sock.sendall(HAN_FRAME)
+        await wait_until(lambda: rejected(service, "policy") == 1)
+    finally:
+        sock.close()
+        await stop(service)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_segmented_apdu_is_dropped(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={"max_apdu_size": 64})
+    service = start(setup)
+    sock = connect(port_of(service, "hdlc_tcp"))
+    meter = setup.meters[1]
+    try:
+        sock.sendall(simulator.hdlc_frames(simulator.build_push(meter, 1, now()), 40))
+        await wait_until(lambda: rejected(service, "oversize") == 1)
+        assert setup.records() == []
+    finally:
+        sock.close()
+        await stop(service)
+
+
+@pytest_twisted.ensureDeferred
+async def test_arbitrary_hdlc_bytes_never_raise(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={})
+    service = start(setup)
+    try:
+        _fuzz_receiver(service)
+        assert rejected(service, "internal_error") == 0
+    finally:
+        await stop(service)
+
+
+def _fuzz_receiver(service: DaemonService) -> None:
+    push = simulator.hdlc_frames(simulator.build_push(simulator.make_meter(0), 1, now()), 24)
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=200),
+                st.just(HAN_FRAME),
+                st.builds(lambda cut: push[:cut], st.integers(0, len(push))),
+                st.builds(lambda cut: push[cut:], st.integers(0, len(push))),
+            ),
+            max_size=6,
+        )
+    )
+    def feed(chunks: list[bytes]) -> None:
+        receiver = HdlcPushReceiver(
+            service.ingest,
+            transport="hdlc_tcp",
+            source="fuzz",
+            on_frame=lambda: None,
+            max_apdu_size=512,
+        )
+        for chunk in chunks:
+            receiver.data_received(chunk)
+
+    feed()
+
+
+# --- HDLC on a serial line (pty) ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_serial_han_port_receives_the_published_push(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    setup = make_setup(
+        tmp_path,
+        hdlc_serial={"device": os.ttyname(slave), "baudrate": 2400, "system_title": HAN_TITLE},
+        extra_keys=han_meter(),
+    )
+    service = start(setup)
+    try:
+        os.write(master, HAN_FRAME[:50])
+        await sleep(0.02)
+        os.write(master, HAN_FRAME[50:])
+        await wait_until(lambda: len(setup.records()) == 1)
+        assert metric(service, "dlmsd_frames_received_total", listener="serial") == 1
+    finally:
+        await stop(service)
+        os.close(master)
+        os.close(slave)
+    record = setup.records()[0]
+    assert record["transport"] == "hdlc_serial"
+    assert record["system_title"] == HAN_TITLE
+    assert record["security"] == "none"
+    assert record["meter"] == "han-meter"
+    readings = {r["obis"]: r for r in record["readings"]}
+    assert len(readings) == 27
+    # Items the source lists: 1-0:1.7.0 = 1122 W, 1-0:32.7.0 = 230.7 V (scaler -1).
+    assert readings["1-0:1.7.0*255"]["value"] == 1122
+    assert readings["1-0:1.7.0*255"]["unit"] == "W"
+    assert readings["1-0:32.7.0*255"]["value"] == 230.7
+    assert readings["1-0:32.7.0*255"]["unit"] == "V"
+
+
+@pytest_twisted.ensureDeferred
+async def test_serial_encrypted_pushes_and_policy(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    meter = simulator.make_meter(0, seed=7)
+    setup = make_setup(
+        tmp_path,
+        hdlc_serial={"device": os.ttyname(slave), "system_title": meter.system_title.hex()},
+    )
+    service = start(setup)
+    try:
+        os.write(master, simulator.hdlc_frames(simulator.build_push(meter, 1, now())))
+        # The default policy wants auth+enc, also for the meter the port names.
+        os.write(master, simulator.hdlc_frames(simulator.build_notification(meter, 2, now())))
+        await wait_until(lambda: len(setup.records()) == 1 and rejected(service, "policy") == 1)
+    finally:
+        await stop(service)
+        os.close(master)
+        os.close(slave)
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_serial_device_is_retried_and_others_keep_serving(tmp_path: Path) -> None:
+    setup = make_setup(
+        tmp_path,
+        udp={},
+        hdlc_serial={"device": str(tmp_path / "no-such-tty"), "reopen_delay": 0.05},
+    )
+    with LogCapture() as logs:
+        service = start(setup)
+        try:
+            await wait_until(lambda: len(logs.having(device=str(tmp_path / "no-such-tty"))) >= 2)
+            from tests.service.test_daemon import send_udp, vector_bytes
+
+            send_udp(port_of(service, "udp"), vector_bytes(0))
+            await wait_until(lambda: len(setup.records()) == 1)
+        finally:
+            await stop(service)
+    assert "cannot open serial device" in logs.text
