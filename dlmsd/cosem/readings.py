@@ -54,7 +54,7 @@ class Reading:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "obis": str(self.obis),
+            "obis": obis_text(self.obis),
             "attribute": self.attribute,
             "value": json_number(self.value),
             "unit": self.unit,
@@ -135,10 +135,36 @@ def _children(item: Data) -> tuple[Data, ...] | None:
     return None
 
 
+# Pushes repeat the same few OBIS codes: keep their objects and texts. Bounded, since
+# the codes come from the wire.
+_OBIS_CACHE: dict[bytes, Obis] = {}
+_OBIS_TEXT: dict[Obis, str] = {}
+_CACHE_LIMIT = 4096
+
+
+def _obis_from(raw: bytes) -> Obis:
+    obis = _OBIS_CACHE.get(raw)
+    if obis is None:
+        if len(_OBIS_CACHE) >= _CACHE_LIMIT:
+            _OBIS_CACHE.clear()
+        obis = _OBIS_CACHE[raw] = Obis.from_bytes(raw)
+    return obis
+
+
+def obis_text(obis: Obis) -> str:
+    """`str(obis)`, cached."""
+    text = _OBIS_TEXT.get(obis)
+    if text is None:
+        if len(_OBIS_TEXT) >= _CACHE_LIMIT:
+            _OBIS_TEXT.clear()
+        text = _OBIS_TEXT[obis] = str(obis)
+    return text
+
+
 def _obis_of(item: Data) -> Obis | None:
     value = item.value
     if item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6:
-        return Obis.from_bytes(value)
+        return _obis_from(value)
     return None
 
 
@@ -205,15 +231,10 @@ def _reading(
     obis: Obis, item: Data, scaler: int | None, unit: int | None, attribute: int = 2
 ) -> Reading:
     value = plain_value(item)
-    if scaler is not None and isinstance(value, int) and not isinstance(value, bool):
+    if scaler is not None and type(value) is int:
         value = apply_scaler(value, scaler)
-    return Reading(
-        obis=obis,
-        value=value,
-        unit=unit_symbol(unit) if unit is not None else None,
-        scaler=scaler,
-        unit_code=unit,
-        attribute=attribute,
+    return _new_reading(
+        obis, value, unit_symbol(unit) if unit is not None else None, scaler, unit, attribute
     )
 
 
@@ -221,6 +242,8 @@ def plain_value(item: Data) -> ReadingValue:
     """A scalar reading value: numbers stay numbers, times become ISO text."""
     kind = item.type
     value = item.value
+    if type(value) is int and kind in _INTEGER_TYPES:
+        return value
     if kind is DataType.BOOLEAN:
         return bool(value)
     if isinstance(value, int) and (
@@ -261,3 +284,31 @@ def _time_text(value: CosemDateTime | CosemDate | CosemTime) -> str | None:
         moment = value.to_datetime()
         return moment.isoformat() if moment is not None else None
     return None
+
+
+# Hot path: readings are built per value of every push. Set the slots directly rather
+# than through the frozen attrs __init__ (values come from the decoder, already typed).
+_new = object.__new__
+_SETTERS = tuple(
+    Reading.__dict__[name].__set__
+    for name in ("obis", "value", "unit", "scaler", "unit_code", "attribute")
+)
+
+
+def _new_reading(
+    obis: Obis,
+    value: ReadingValue,
+    unit: str | None,
+    scaler: int | None,
+    unit_code: int | None,
+    attribute: int,
+) -> Reading:
+    reading: Reading = _new(Reading)
+    set_obis, set_value, set_unit, set_scaler, set_unit_code, set_attribute = _SETTERS
+    set_obis(reading, obis)
+    set_value(reading, value)
+    set_unit(reading, unit)
+    set_scaler(reading, scaler)
+    set_unit_code(reading, unit_code)
+    set_attribute(reading, attribute)
+    return reading

@@ -934,18 +934,31 @@ def _float_json(value: object) -> object:
     return value
 
 
+_DATE_TIME_CLASSES = (CosemDateTime, CosemDate, CosemTime)
+
+
 def _to_json(item: Data, depth: int) -> object:
     if depth > MAX_DEPTH:
         raise EncodeError(f"A-XDR nesting deeper than {MAX_DEPTH}")
     data_type = item.type
     value = item.value
-    node: dict[str, object] = {"type": data_type.label}
+    # Fast paths for what push bodies are made of: this runs for every record.
+    if type(value) is int and data_type is not DataType.BOOLEAN:
+        return {"type": _LABELS[data_type], "value": value}
+    if type(value) is bytes:
+        return {"type": _LABELS[data_type], "value": value.hex()}
+    if type(value) is tuple:
+        return {
+            "type": _LABELS[data_type],
+            "value": [_to_json(child, depth + 1) for child in value],
+        }
+    node: dict[str, object] = {"type": _LABELS[data_type]}
     if isinstance(value, tuple):
         node["value"] = [_to_json(child, depth + 1) for child in value]
     elif isinstance(value, CompactArray):
         node["description"] = value.description.to_json()
         node["value"] = [_to_json(child, depth + 1) for child in value.elements]
-    elif isinstance(value, CosemDateTime | CosemDate | CosemTime):
+    elif isinstance(value, _DATE_TIME_CLASSES):
         node.update(value.to_json())
     elif isinstance(value, BitString):
         node["value"] = value.to_text()

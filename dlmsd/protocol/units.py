@@ -13,7 +13,7 @@ steps into 0.10000000000000001).
 from __future__ import annotations
 
 import enum
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import attrs
 
@@ -196,8 +196,15 @@ def unit_name(code: int) -> str | None:
     return Unit(code).name if code in _TABLE else None
 
 
+# Wide enough for any 64-bit register, so scaleb below never rounds.
+_EXACT = Context(prec=40)
+_EXACT_LIMIT = 10**39
+
+
 def apply_scaler(raw: int | Decimal, scaler: int) -> Decimal:
     """Exactly ``raw x 10^scaler`` (no context rounding, no float)."""
+    if type(raw) is int and -_EXACT_LIMIT < raw < _EXACT_LIMIT:
+        return Decimal(raw).scaleb(scaler, _EXACT)
     value = Decimal(raw)
     if not value.is_finite():
         return value
