@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
+def _register_optional(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
+) -> None:
     import importlib
 
     module = importlib.import_module(name)

@@ -75,7 +75,9 @@ def test_fact_sheet_general_glo_vector(capsys: pytest.CaptureFixture[str]) -> No
     assert record["body"]["value"][0] == {"type": "double-long-unsigned", "value": 12345}
 
 
-def test_stdin_and_pretty(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stdin_and_pretty(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import io
 
     (vector,) = by_kind("data_notification_apdu")

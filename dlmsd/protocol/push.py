@@ -19,11 +19,11 @@ import attrs
 from dlmsd.cosem.readings import PushObject, Reading, extract_readings
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.ciphered import (
+    CIPHERED_TAGS,
     GeneralCiphering,
     GeneralDedCiphering,
     GeneralGloCiphering,
     ServiceSpecificCiphered,
-    CIPHERED_TAGS,
     decode_ciphered,
 )
 from dlmsd.protocol.errors import DecodeError, TruncatedError, UnsupportedSecurity
