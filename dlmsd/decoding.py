@@ -56,9 +56,7 @@ def _split_wrapper(data: bytes) -> list[FoundApdu]:
         if event is NEED_DATA:
             break
         assert isinstance(event, wrapper.WrapperFrame)
-        found.append(
-            FoundApdu("wrapper", event.apdu, event.source_wport, event.destination_wport)
-        )
+        found.append(FoundApdu("wrapper", event.apdu, event.source_wport, event.destination_wport))
     if decoder.pending_bytes:
         raise DecodeError(
             f"wrapper frame truncated: {decoder.pending_bytes} bytes left over",

@@ -32,7 +32,7 @@ def _decoders() -> dict[int, Decoder]:
         acse.RLRE_TAG: acse.RLRE.from_bytes,
         0xC0: get.decode_get_request,
         0xC1: set.decode_set_request,
-        notification.EventNotificationRequest.TAG: notification.EventNotificationRequest.from_bytes,
+        0xC2: notification.EventNotificationRequest.from_bytes,
         0xC3: action.decode_action_request,
         0xC4: get.decode_get_response,
         0xC5: set.decode_set_response,
