@@ -96,7 +96,7 @@ def dedicated_cipher(global_cipher: Suite0Cipher, dedicated_key: bytes) -> Suite
     """A cipher for ded- APDUs: the dedicated key with the global authentication key."""
     # Suite0Cipher keeps its AK private so it cannot leak into logs; the dedicated
     # context shares it by definition (Green Book 9.2.3).
-    return Suite0Cipher(dedicated_key, global_cipher._ak)
+    return global_cipher.with_encryption_key(dedicated_key)
 
 
 def _redacted(value: object) -> str:

@@ -155,6 +155,15 @@ class Suite0Cipher:
     def __repr__(self) -> str:
         return "Suite0Cipher(<keys hidden>)"
 
+    def with_encryption_key(self, encryption_key: bytes) -> Suite0Cipher:
+        """A cipher with another encryption key and this authentication key.
+
+        The dedicated key of a ciphered association replaces the global EK only.
+        """
+        return Suite0Cipher(
+            encryption_key, self._ak, allow_encryption_only=self.allow_encryption_only
+        )
+
     __str__ = __repr__
 
     def __reduce__(self) -> NoReturn:
