@@ -23,7 +23,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	mkdir -p var
 	# git checks files out 0644; the daemon refuses key files others can read
-	chmod 600 etc/keys.toml
+	chmod 600 etc/keys.toml etc/sim-keys.toml
 	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
 
 lint: $(STAMP)
