@@ -157,3 +157,42 @@ def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _decode(capsys, UDP_PUSHES[1]["hex"], "--keys", str(keys))
     assert code == 0, err
     assert json.loads(out)["invocation_counter"] == 486
+
+
+def test_segmented_hdlc_push(capsys: pytest.CaptureFixture[str]) -> None:
+    # An encrypted electricity push split over three UI frames, S bit on all but the last.
+    from datetime import UTC, datetime
+
+    from dlmsd.service.simulator import build_push, hdlc_frames, make_meters
+
+    meter = make_meters(2)[1]
+    apdu = build_push(meter, 7, datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    frames = hdlc_frames(apdu, max_information=48)
+    assert frames.count(b"\x7e\xa8") >= 2  # segmented format field
+    code, out, err = _decode(
+        capsys,
+        frames.hex(),
+        "--ek",
+        meter.encryption_key.hex(),
+        "--ak",
+        meter.authentication_key.hex(),
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["framing"] == "hdlc"
+    assert record["invocation_counter"] == 7
+    assert record["security"] == "auth+enc"
+    assert any(r["unit"] == "Wh" for r in record["readings"])
+
+
+def test_wrapper_stream_of_several_frames(capsys: pytest.CaptureFixture[str]) -> None:
+    # Four published pushes back to back, as one TCP read would carry them.
+    frames = "".join(str(vector["hex"]) for vector in UDP_PUSHES)
+    code, out, err = _decode(capsys, frames, "--ek", DUMMY_KEY, "--ak", DUMMY_KEY)
+    assert code == 0, err
+    assert [json.loads(line)["invocation_counter"] for line in out.splitlines()] == [
+        485,
+        486,
+        487,
+        488,
+    ]
