@@ -570,6 +570,62 @@ def bench_profile_parse(settings: Settings) -> BenchmarkResult:
     return BenchmarkResult(rows, [ours, *peers], {"buffer_bytes": len(buffer)})
 
 
+# --- state backends: ingest with SQLite and PostgreSQL, 1 and 2 daemons ------------------
+
+
+@benchmark(
+    "state_ingest",
+    "ingest pushes/s (decrypt, decode, replay check, batched commit): SQLite, and PostgreSQL "
+    "with 1 and 2 daemon processes sharing one database (bench/state.py)",
+)
+def bench_state_ingest(settings: Settings) -> BenchmarkResult:
+    from bench.state import state_ingest
+
+    result: BenchmarkResult = state_ingest(settings)
+    return result
+
+
+# --- socket benchmarks (bench/ingest.py: the daemon as a subprocess on loopback) ----------
+
+
+def _socket_benchmark(name: str) -> BenchmarkFunction:
+    def run(settings: Settings) -> BenchmarkResult:
+        from bench import ingest
+
+        report = ingest.run(name, settings.duration)
+        rows = [Row(**attrs.asdict(row)) for row in report.rows]
+        return BenchmarkResult(rows, [], report.details)
+
+    return run
+
+
+def _register_socket_benchmarks() -> None:
+    from bench.ingest import descriptions
+
+    for name, description in descriptions():
+        benchmark(name, description)(_socket_benchmark(name))
+
+
+_register_socket_benchmarks()
+
+
+# --- sinks: MQTT and HTTP next to the JSONL file (bench/sinks.py) -------------------------
+
+
+def _sink_description() -> str:
+    from bench.sinks import description
+
+    return description()
+
+
+@benchmark("sink_throughput", _sink_description())
+def bench_sink_throughput(settings: Settings) -> BenchmarkResult:
+    from bench.sinks import bench_mqtt_vs_jsonl
+
+    rows = [Row(**attrs.asdict(row)) for row in bench_mqtt_vs_jsonl(settings.duration)]
+    return BenchmarkResult(rows, [])
+
+
 # --- output -------------------------------------------------------------------------------
 
 

@@ -22,14 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     _register_decode(sub)
-    _register_optional(sub, "dlmsd.service.keys_cli")
-    _register_optional(sub, "dlmsd.service.simulator")
+    _register(sub, "dlmsd.service.keys_cli")
+    _register(sub, "dlmsd.service.simulator")
+    _register(sub, "dlmsd.service.state_cli")
+    _register(sub, "dlmsd.client.cli")
+    _register(sub, "dlmsd.client.emulator")
     return parser
 
 
-def _register_optional(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
-) -> None:
+def _register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
     import importlib
 
     module = importlib.import_module(name)

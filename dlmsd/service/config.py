@@ -79,6 +79,7 @@ class TcpListenerConfig:
     idle_timeout: float = 300.0
     max_connections: int = 10_000
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    reuse_port: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -167,11 +168,19 @@ class SinkConfig:
 
 @attrs.frozen(slots=True)
 class StateConfig:
-    """``[state]``: the SQLite counter/spool database and commit batching.
+    """``[state]``: the counter/spool database and commit batching.
 
     `spool_limit` bounds each sink's queue (records; 0 = unbounded); when a
     queue is full, `spool_full` says what gives: ``"refuse"`` new pushes, or
     ``"drop_oldest"`` queued records (counted and logged loudly either way).
+
+    `dsn` picks the backend: empty (default) = ``state.sqlite3`` in the state
+    directory; ``sqlite:///path`` or a path = that SQLite file (one daemon);
+    ``postgresql://user@host/db`` = a database several daemons share.
+    `instance` names this daemon in metrics and spool leases (default: host
+    name and pid); daemons sharing a database need distinct names.
+    `spool_lease` is how long a claimed batch stays with this daemon before
+    another may deliver it (PostgreSQL only).
     """
 
     synchronous: str = "full"
@@ -179,6 +188,9 @@ class StateConfig:
     commit_interval: float = 0.002
     spool_limit: int = 0
     spool_full: str = "refuse"
+    dsn: str = ""
+    instance: str = ""
+    spool_lease: float = 60.0
 
 
 @attrs.frozen(slots=True)
@@ -221,6 +233,8 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib.load decodes the bytes itself (found by fuzzing)
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     return parse_config(raw)
 
 
@@ -292,6 +306,7 @@ def _tcp(table: _Table) -> TcpListenerConfig:
         max_frame_size=table.integer(
             "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
         ),
+        reuse_port=table.boolean("reuse_port", False),
     )
 
 
@@ -375,7 +390,31 @@ def _state(table: _Table) -> StateConfig:
         commit_interval=table.number("commit_interval", 0.002, minimum=0.0, maximum=10.0),
         spool_limit=table.integer("spool_limit", 0, 0, 1 << 40),
         spool_full=table.choice("spool_full", SPOOL_FULL_POLICIES, "refuse"),
+        dsn=_state_dsn(table),
+        instance=table.string("instance") if _has(table, "instance") else "",
+        spool_lease=table.number("spool_lease", 60.0, minimum=1.0, maximum=86_400.0),
     )
+
+
+def _has(table: _Table, key: str) -> bool:
+    return any(name == key for name, _ in table.items())
+
+
+def _state_dsn(table: _Table) -> str:
+    if not _has(table, "dsn"):
+        return ""
+    dsn = table.string("dsn")
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return dsn
+    if dsn.startswith("sqlite:///"):
+        return dsn
+    if "://" in dsn:
+        raise ConfigError(
+            f"{table.key('dsn')}: expected sqlite:///PATH, a path or postgresql://...,"
+            f" got a {dsn.split('://', 1)[0]!r} URL"
+        )
+    # A plain path: made absolute like the other paths (against the working directory).
+    return str(Path(dsn).absolute())
 
 
 def _quarantine(table: _Table) -> QuarantineConfig:

@@ -5,12 +5,17 @@ Order of the checks, cheapest first, so a flood of bad frames costs no AES:
     peel (no crypto) -> key store lookup -> security policy -> replay pre-check
     -> verify tag + decrypt -> decode DataNotification -> readings -> record
 
-An accepted push is *staged* in the `StateStore`: its meter's counter
+An accepted push is *staged* in the state backend: its meter's counter
 advances in memory at once (a replay inside the same batch is refused), and
 the counter and the spool rows reach the database together in one commit,
 batched per reactor turn (`commit_interval`, or at once at `commit_batch`
 pushes). Only after that commit is the push counted as accepted and the sink
-pumps are told to look at the spool.
+pumps are told to look at the spool. One commit is in flight at a time; what
+is staged meanwhile goes in the next, so a slower (shared) database makes
+batches bigger instead of queueing transactions. A shared database may refuse
+some staged pushes at commit (another daemon accepted them first): they are
+counted as ``replay``. While the database is unreachable every push is refused
+as ``state_unavailable``, never accepted without the check.
 
 Bad input never raises out of `Ingest.handle_apdu`: protocol errors become a
 rejection reason, anything else is a bug that is logged with its traceback,
@@ -24,10 +29,12 @@ import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
@@ -35,7 +42,8 @@ from dlmsd.protocol.push import open_decrypted, peel
 from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
-from dlmsd.service.state import AcceptedPush, StateError, StateStore, encode_record
+from dlmsd.service.state import AcceptedPush, StateError, encode_record, make_record_id
+from dlmsd.service.statebackend import CommitResult, StateBackend, StateUnavailable
 
 
 class RejectReason(enum.StrEnum):
@@ -49,6 +57,7 @@ class RejectReason(enum.StrEnum):
     OVERSIZE = "oversize"
     INTERNAL_ERROR = "internal_error"
     SPOOL_FULL = "spool_full"
+    STATE_UNAVAILABLE = "state_unavailable"
 
 
 @attrs.frozen(slots=True)
@@ -86,7 +95,7 @@ class Ingest:
         self,
         *,
         keystore: KeyStore,
-        state: StateStore,
+        state: StateBackend,
         metrics: Metrics,
         quarantine: Quarantine,
         reactor: Any,
@@ -105,6 +114,8 @@ class Ingest:
         self._commit_interval = commit_interval
         self._clock = clock
         self._commit_call: DelayedCall | None = None
+        self._committing = False
+        self._flush_waiters: list[Deferred[int]] = []
         self._log_limit = LogRateLimiter(log_interval)
         self._staged_meters: list[str] = []
         self._plaintext_ids = itertools.count()
@@ -166,6 +177,8 @@ class Ingest:
                 f"security {security} not allowed for this meter",
                 entry,
             )
+        if not self.state.available:
+            return self._state_unavailable(source, transport)
         counter = envelope.invocation_counter
         last = self.state.last_counter(title)
         if counter is not None and last is not None and counter <= last:
@@ -215,14 +228,17 @@ class Ingest:
         now: float,
     ) -> AcceptedPush:
         if counter is not None:
+            # The id goes in the record too, so consumers can drop duplicates.
+            record["record_id"] = make_record_id(title, counter)
             return AcceptedPush.create(title, counter, record)
         # A plaintext push (allowed by policy) has no counter: keep the meter's
         # counter where it is and give the record an id of its own.
+        record_id = f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}"
         return AcceptedPush(
             title,
             last if last is not None else -1,
-            f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}",
-            encode_record(record),
+            record_id,
+            encode_record({**record, "record_id": record_id}),
         )
 
     def _unknown(self, title: bytes | None, apdu: bytes, source: str, transport: str) -> Outcome:
@@ -269,44 +285,120 @@ class Ingest:
             )
         return _REJECTED[reason]
 
+    def _state_unavailable(self, source: str, transport: str) -> Outcome:
+        # One line per log interval for all meters: an outage must not flood the log.
+        self.metrics.rejected(RejectReason.STATE_UNAVAILABLE)
+        if self._log_limit.should_log(b"state_unavailable", self._clock()):
+            self.log.error(
+                "push rejected: {reason} from {source} ({transport}): state database"
+                " unreachable, refusing pushes until it is back",
+                reason=RejectReason.STATE_UNAVAILABLE.value,
+                source=source,
+                transport=transport,
+            )
+        return _REJECTED[RejectReason.STATE_UNAVAILABLE]
+
     # --- batched commits ------------------------------------------------------
 
     def _schedule_commit(self) -> None:
         if self.state.staged >= self._commit_batch:
-            self.flush()
-        elif self._commit_call is None:
+            self._start_commit()
+        elif self._commit_call is None and not self._committing:
             self._commit_call = self._reactor.callLater(self._commit_interval, self._timed_flush)
 
     def _timed_flush(self) -> None:
         self._commit_call = None
-        self.flush()
+        self._start_commit()
 
-    def flush(self) -> int:
-        """Commit the staged pushes now; returns how many were accepted."""
+    def flush(self) -> Deferred[int]:
+        """Commit the staged pushes now; fires with how many were accepted.
+
+        With a commit in flight, fires once the commit after it (which takes
+        everything staged meanwhile) is done.
+        """
+        if self._committing:
+            waiter: Deferred[int] = Deferred()
+            self._flush_waiters.append(waiter)
+            return waiter
+        return self._start_commit()
+
+    def _start_commit(self) -> Deferred[int]:
         if self._commit_call is not None:
             if self._commit_call.active():
                 self._commit_call.cancel()
             self._commit_call = None
+        if self._committing:
+            return defer.succeed(0)  # the commit in flight starts the next one
         meters, self._staged_meters = self._staged_meters, []
         staged = self.state.staged
         if not staged:
-            return 0
-        try:
-            committed = self.state.commit()
-        except StateError as error:
-            # Nothing of the batch was accepted; the store set its counters back.
+            return defer.succeed(0)
+        self._committing = True
+        counted = cast(
+            "Deferred[int]",
+            self.state.commit_staged().addCallbacks(
+                self._committed, self._commit_failed, callbackArgs=(meters,), errbackArgs=(staged,)
+            ),
+        )
+        return counted.addBoth(self._commit_done)
+
+    def _committed(self, result: CommitResult, meters: list[str]) -> int:
+        if result.refused:
+            # The shared database saw these first from another daemon (or an
+            # earlier copy of the frame): replays, caught by the atomic check.
+            self.metrics.pushes_rejected.labels(RejectReason.REPLAY).inc(len(result.refused))
+            if self._log_limit.should_log(b"replay-at-commit", self._clock()):
+                self.log.warn(
+                    "push rejected: {reason}: {count} pushes already accepted elsewhere"
+                    " (refused by the state database at commit)",
+                    reason=RejectReason.REPLAY.value,
+                    count=len(result.refused),
+                )
+        self.metrics.pushes_accepted.inc(result.accepted)
+        if self._per_meter is not None:
+            refused = set(result.refused)
+            for position, meter in enumerate(meters):
+                if position not in refused:
+                    self._per_meter.labels(meter).inc()
+        if result.accepted:
+            for notify in self.on_commit:
+                notify()
+        return result.accepted
+
+    def _commit_failed(self, failure: Any, staged: int) -> int:
+        # Nothing of the batch was accepted; the store set its counters back.
+        error = failure.value
+        if isinstance(error, StateUnavailable):
+            self.log.critical(
+                "state database unreachable: {count} pushes refused, none accepted: {error}",
+                count=staged,
+                error=str(error),
+            )
+            reason = RejectReason.STATE_UNAVAILABLE
+        elif isinstance(error, StateError):
             self.log.critical(
                 "cannot commit {count} pushes, all rejected: {error}", count=staged, error=error
             )
-            self.metrics.pushes_rejected.labels(RejectReason.INTERNAL_ERROR).inc(staged)
-            return 0
-        self.metrics.pushes_accepted.inc(committed)
-        if self._per_meter is not None:
-            for meter in meters:
-                self._per_meter.labels(meter).inc()
-        for notify in self.on_commit:
-            notify()
-        return committed
+            reason = RejectReason.INTERNAL_ERROR
+        else:
+            self.log.failure("commit of {count} pushes failed", failure, count=staged)
+            reason = RejectReason.INTERNAL_ERROR
+        self.metrics.pushes_rejected.labels(reason).inc(staged)
+        return 0
+
+    def _commit_done(self, accepted: int) -> int:
+        self._committing = False
+        waiters, self._flush_waiters = self._flush_waiters, []
+        if self.state.staged or waiters:
+            follow = self._start_commit()
+
+            def wake(count: int) -> int:
+                for waiter in waiters:
+                    waiter.callback(count)
+                return count
+
+            follow.addCallback(wake)
+        return accepted
 
     @property
     def staged(self) -> int:

@@ -19,6 +19,7 @@ path and what is wrong with the value, never the value itself.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -211,7 +212,9 @@ def parse_key_text(text: str, path: Path | None = None) -> list[MeterEntry]:
     """The meters of a key file's text, validated (`path` only names it in errors)."""
     builder = _EntryBuilder(path)
     try:
-        lines = (line + "\n" for line in text.split("\n"))
+        # Lines as a file opened with newline="\n" gives them: a last line without
+        # LF keeps no LF, so a stray CR at the end stays invalid (found by fuzzing).
+        lines = io.StringIO(text, newline="\n")
         return _unique(path, [builder.build(*item) for item in _fast_meters(lines)])
     except _NotCanonical:
         return _unique(path, [builder.build(*item) for item in _toml_meters(path, text)])

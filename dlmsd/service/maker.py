@@ -37,7 +37,14 @@ from dlmsd.service.keystore import KeyFileError, KeyStore
 from dlmsd.service.logging import json_lines_observer
 from dlmsd.service.metrics import Metrics, listen_metrics
 from dlmsd.service.quarantine import Quarantine
-from dlmsd.service.state import StateError, StateStore
+from dlmsd.service.state import StateError
+from dlmsd.service.statebackend import (
+    StateBackend,
+    StateCollector,
+    default_instance,
+    is_postgresql,
+    open_state_backend,
+)
 from dlmsd.service.tcp import PushStreamFactory, listen_tcp
 from dlmsd.service.udp import listen_udp
 from dlmsd.sinks import SinkConfigError, create_sink
@@ -130,7 +137,7 @@ class DaemonService(MultiService):
         *,
         config: Config,
         keystore: KeyStore,
-        state: StateStore,
+        state: StateBackend,
         quarantine: Quarantine,
         metrics: Metrics,
         ingest: Ingest,
@@ -178,6 +185,7 @@ class DaemonService(MultiService):
     def startService(self) -> None:
         Service.startService(self)  # type: ignore[no-untyped-call]
         self._keystore_loaded()
+        self.state.start(self._reactor)
         for child in self:
             child.startService()
         if self._handle_signals:
@@ -201,12 +209,12 @@ class DaemonService(MultiService):
         # Each step runs even if the one before failed: a listener that will not
         # close must not keep accepted pushes from their commit.
         await _stop_all(self.listeners, "listener")
-        self.ingest.flush()
+        await self.ingest.flush()
         await _stop_all(self.pumps, "sink pump")
         if self.metrics_service is not None:
             await _stop_all([self.metrics_service], "metrics endpoint")
         try:
-            self.state.close()
+            await self.state.shutdown()
         except StateError as error:
             self.log.error("closing the state database failed: {error}", error=str(error))
         self.quarantine.close()
@@ -280,11 +288,17 @@ def build_service(
     try:
         return _assemble(config, keystore, state, reactor, handle_signals, clock)
     except BaseException:
-        state.close()
+        state.shutdown()
         raise
 
 
-def _open_state(config: Config, clock: Callable[[], float]) -> StateStore:
+def _open_state(config: Config, clock: Callable[[], float]) -> StateBackend:
+    if is_postgresql(config.state.dsn):
+        try:
+            return open_state_backend(config, clock)
+        except StateError as error:
+            # The backend's message names the DSN, password redacted.
+            raise StartupError(f"state.dsn: {error}") from None
     state_dir = config.daemon.state_dir
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -295,14 +309,7 @@ def _open_state(config: Config, clock: Callable[[], float]) -> StateStore:
     if not os.access(state_dir, os.W_OK | os.X_OK):
         raise StartupError(f"daemon.state_dir {state_dir}: not writable by this user")
     try:
-        return StateStore(
-            config.state_db,
-            [sink.name for sink in config.sinks],
-            synchronous="full" if config.state.synchronous == "full" else "normal",
-            clock=clock,
-            spool_limit=config.state.spool_limit,
-            spool_full="drop_oldest" if config.state.spool_full == "drop_oldest" else "refuse",
-        )
+        return open_state_backend(config, clock)
     except StateError as error:
         raise StartupError(str(error)) from None
 
@@ -310,7 +317,7 @@ def _open_state(config: Config, clock: Callable[[], float]) -> StateStore:
 def _assemble(
     config: Config,
     keystore: KeyStore,
-    state: StateStore,
+    state: StateBackend,
     reactor: Any,
     handle_signals: bool,
     clock: Callable[[], float],
@@ -342,6 +349,7 @@ def _assemble(
         ingest.on_commit.append(pump.notify)
     metrics.watch_spool([pump.sink.name for pump in pumps], state.depth, state.oldest_age)
     metrics.registry.register(SinkCollector(pumps, state))
+    metrics.registry.register(StateCollector(state, config.state.instance or default_instance()))
     state.on_drop = SpoolDropReporter()
     metrics_service = None
     if config.metrics.enabled:
@@ -365,7 +373,7 @@ def _assemble(
     )
 
 
-def _pumps(config: Config, state: StateStore, metrics: Metrics, reactor: Any) -> list[SpoolPump]:
+def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) -> list[SpoolPump]:
     pumps = []
     for settings in config.sinks:
         try:

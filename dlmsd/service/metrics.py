@@ -36,6 +36,7 @@ REJECT_REASONS = (
     "oversize",
     "internal_error",
     "spool_full",
+    "state_unavailable",
 )
 """Every label value of ``dlmsd_pushes_rejected_total`` (all exported from the start)."""
 

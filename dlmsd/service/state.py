@@ -29,6 +29,15 @@ Schema (``PRAGMA user_version`` = 1)::
 
 `record_id` is ``<system title hex>:<invocation counter>``: stable, so sinks and
 their consumers can drop the duplicates at-least-once delivery may produce.
+
+Bounded spool (`spool_limit` records per sink, 0 = unbounded): with the
+``"refuse"`` policy `spool_has_room()` turns false once a sink's queue is full
+and the ingest refuses pushes (their counters do not move, so a meter's
+retransmission is accepted later); with ``"drop_oldest"`` each commit deletes,
+in the same transaction, the oldest records of any queue it took past the
+limit, and reports them through `on_drop` (a metric and a loud log line).
+Queue depths are kept in memory (counted once at open) so the check costs
+nothing per push.
 """
 
 from __future__ import annotations
@@ -40,9 +49,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from dlmsd.service.statebackend import CommitResult
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +86,12 @@ _INSERT_SPOOL = "INSERT INTO spool (sink, record_id, record, created_at) VALUES 
 
 Synchronous = Literal["off", "normal", "full", "extra"]
 SYNCHRONOUS_MODES: tuple[Synchronous, ...] = ("off", "normal", "full", "extra")
+
+SpoolFullPolicy = Literal["refuse", "drop_oldest"]
+SPOOL_FULL_POLICIES: tuple[SpoolFullPolicy, ...] = ("refuse", "drop_oldest")
+_DROP_OLDEST = (
+    "DELETE FROM spool WHERE id IN (SELECT id FROM spool WHERE sink = ? ORDER BY id LIMIT ?)"
+)
 
 
 class StateError(Exception):
@@ -192,11 +212,19 @@ class StateStore:
         *,
         synchronous: Synchronous = "full",
         clock: Callable[[], float] = time.time,
+        spool_limit: int = 0,
+        spool_full: SpoolFullPolicy = "refuse",
     ) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(
                 f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}"
             )
+        if spool_full not in SPOOL_FULL_POLICIES:
+            raise ValueError(f"spool_full must be one of {SPOOL_FULL_POLICIES}")
+        self.spool_limit = max(0, spool_limit)
+        self.spool_full = spool_full
+        self.spool_dropped: dict[str, int] = dict.fromkeys(sinks, 0)
+        self.on_drop: Callable[[str, int], object] | None = None
         self.path = path
         self.sinks = tuple(sinks)
         self._clock = clock
@@ -210,6 +238,11 @@ class StateStore:
             self._counters: dict[bytes, int] = dict(
                 self._db.execute("SELECT system_title, invocation_counter FROM counters")
             )
+            self._depths: dict[str, int] = dict.fromkeys(self.sinks, 0)
+            # Queues of sinks no longer configured do not count towards the limit.
+            for sink, depth in self._db.execute("SELECT sink, COUNT(*) FROM spool GROUP BY sink"):
+                if sink in self._depths:
+                    self._depths[sink] = depth
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot open state database: {exc}") from None
 
@@ -309,12 +342,42 @@ class StateStore:
         rows = [
             (sink, item.record_id, item.record_json, now) for item in items for sink in self.sinks
         ]
+        drops = self._excess(len(items))
         self._transaction(
             lambda db: (
                 db.executemany(_UPSERT_COUNTER, best.items()),
                 db.executemany(_INSERT_SPOOL, rows),
+                db.executemany(_DROP_OLDEST, drops.items()),
             )
         )
+        for sink in self.sinks:
+            self._depths[sink] = self._depths.get(sink, 0) + len(items) - drops.get(sink, 0)
+        for sink, count in drops.items():
+            self.spool_dropped[sink] = self.spool_dropped.get(sink, 0) + count
+            if self.on_drop is not None:
+                self.on_drop(sink, count)
+
+    def _excess(self, adding: int) -> dict[str, int]:
+        """Per sink, how many oldest records ``drop_oldest`` deletes to make room."""
+        if not self.spool_limit or self.spool_full != "drop_oldest":
+            return {}
+        limit = self.spool_limit
+        return {
+            sink: depth + adding - limit
+            for sink in self.sinks
+            if (depth := self._depths.get(sink, 0)) + adding > limit
+        }
+
+    def spool_has_room(self) -> bool:
+        """False when the ``refuse`` policy must refuse the next push: a queue is full."""
+        if not self.spool_limit or self.spool_full != "refuse":
+            return True
+        fullest = max(self._depths.values(), default=0)
+        return fullest + len(self._staged) < self.spool_limit
+
+    def spool_depths(self) -> dict[str, int]:
+        """Records queued per sink, from memory (no query)."""
+        return dict(self._depths)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
         db = self._db
@@ -348,9 +411,14 @@ class StateStore:
         """Remove delivered records from a sink's queue."""
         pairs = [(row_id, sink) for row_id in ids]
         if pairs:
+            deleted: list[int] = []
             self._transaction(
-                lambda db: db.executemany("DELETE FROM spool WHERE id = ? AND sink = ?", pairs)
+                lambda db: deleted.append(
+                    db.executemany("DELETE FROM spool WHERE id = ? AND sink = ?", pairs).rowcount
+                )
             )
+            # Rows dropped meanwhile by ``drop_oldest`` are not counted twice.
+            self._depths[sink] = max(0, self._depths.get(sink, 0) - sum(deleted))
 
     def depth(self, sink: str) -> int:
         """Number of records queued for a sink."""
@@ -379,3 +447,33 @@ class StateStore:
             self.commit()
         finally:
             self._db.close()
+
+    # --- the StateBackend interface (dlmsd.service.statebackend) ----------------
+    # SQLite answers at once, so these Deferreds have already fired.
+
+    backend_name = "sqlite"
+    available = True
+
+    def start(self, reactor: object) -> None:
+        """Nothing runs in the background: every call is synchronous."""
+
+    def commit_staged(self) -> Deferred[CommitResult]:
+        """`commit` as a Deferred; one daemon owns the file, so nothing is refused."""
+        from dlmsd.service.statebackend import CommitResult
+
+        try:
+            return defer.succeed(CommitResult(self.commit()))
+        except StateError:
+            return defer.fail()
+
+    def claim(self, sink: str, limit: int) -> Deferred[list[SpoolEntry]]:
+        """`pending` as a Deferred (one pump per sink reads the queue)."""
+        return defer.maybeDeferred(self.pending, sink, limit)
+
+    def acknowledge(self, sink: str, ids: Sequence[int]) -> Deferred[None]:
+        """`ack` as a Deferred."""
+        return defer.maybeDeferred(self.ack, sink, ids)
+
+    def shutdown(self) -> Deferred[None]:
+        """`close` as a Deferred."""
+        return defer.maybeDeferred(self.close)

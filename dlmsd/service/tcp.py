@@ -13,8 +13,10 @@ drops the connection (counted as ``malformed`` or ``oversize``).
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -186,9 +188,36 @@ class WrapperPushProtocol(PushStreamProtocol):
 def listen_tcp(
     reactor: Any, ingest: Ingest, metrics: Metrics, config: TcpListenerConfig
 ) -> tuple[IListeningPort, WrapperPushFactory]:
-    """Start a wrapper-over-TCP listener; returns its port and factory."""
+    """Start a wrapper-over-TCP listener; returns its port and factory.
+
+    With ``reuse_port`` the socket is made here with SO_REUSEPORT and adopted,
+    so several daemons on one host (one per core) share the port and the
+    kernel spreads connections over them.
+    """
     factory = WrapperPushFactory(ingest, metrics, config)
+    if config.reuse_port:
+        return listen_reuse_port(reactor, factory, config.address, config.port), factory
     port: IListeningPort = reactor.listenTCP(
         config.port, factory, backlog=1024, interface=config.address
     )
     return port, factory
+
+
+def listen_reuse_port(reactor: Any, factory: Factory, address: str, port: int) -> IListeningPort:
+    """A listening TCP socket with SO_REUSEPORT (set before bind), adopted by the reactor."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as error:
+            raise CannotListenError(address, port, error) from None  # type: ignore[no-untyped-call]
+        sock.listen(1024)
+        sock.setblocking(False)
+        # The reactor dups the descriptor; ours is closed in `finally`.
+        listening: IListeningPort = reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()
+    return listening

@@ -5,6 +5,8 @@ Importing this package registers the built-in sink types.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dlmsd.sinks.base import (
     Sink,
     SinkConfigError,
@@ -15,7 +17,24 @@ from dlmsd.sinks.base import (
 )
 from dlmsd.sinks.jsonl import JsonlSink, jsonl_sink_factory
 
+
+def _mqtt_sink(name: str, options: Any) -> Sink:
+    # Imported on use: a daemon without an MQTT sink never loads paho.
+    from dlmsd.sinks.mqtt import mqtt_sink_factory
+
+    return mqtt_sink_factory(name, options)
+
+
+def _http_sink(name: str, options: Any) -> Sink:
+    # Imported on use: treq pulls in twisted.web's client.
+    from dlmsd.sinks.http import http_sink_factory
+
+    return http_sink_factory(name, options)
+
+
 register_sink("jsonl", jsonl_sink_factory, replace=True)
+register_sink("mqtt", _mqtt_sink, replace=True)
+register_sink("http", _http_sink, replace=True)
 
 __all__ = [
     "JsonlSink",

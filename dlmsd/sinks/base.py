@@ -8,13 +8,17 @@ records carry ``system_title`` and ``invocation_counter`` (and spooled ones a
 
 Sink types register a factory under a type name (``register_sink("jsonl",
 factory)``); the daemon builds each configured ``[[sinks]]`` table with
-``create_sink(type, name, options)``.
+``create_sink(type, name, options)``. Third-party packages add types without
+touching dlmsd through the ``dlmsd.sinks`` entry point group, e.g. in their
+setup.cfg ``dlmsd.sinks = kafka = mypkg.sink:kafka_sink_factory``; an entry
+point is loaded only when a config names its type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from importlib.metadata import entry_points
+from typing import Any, Protocol, cast, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
@@ -73,8 +77,27 @@ def sink_types() -> tuple[str, ...]:
 
 def create_sink(type_name: str, name: str, options: Mapping[str, Any]) -> Sink:
     """Build a sink of a registered type; raises SinkConfigError."""
-    factory = _FACTORIES.get(type_name)
+    factory = _FACTORIES.get(type_name) or _entry_point_factory(type_name)
     if factory is None:
         known = ", ".join(sink_types()) or "none"
         raise SinkConfigError("type", f"unknown sink type {type_name!r} (known: {known})")
     return factory(name, options)
+
+
+ENTRY_POINT_GROUP = "dlmsd.sinks"
+
+
+def _entry_point_factory(type_name: str) -> SinkFactory | None:
+    """The factory a ``dlmsd.sinks`` entry point named `type_name` provides, if any."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
+        try:
+            factory = entry.load()
+        except Exception as error:
+            raise SinkConfigError(
+                "type", f"sink type {type_name!r} from {entry.value} cannot be loaded: {error}"
+            ) from None
+        if not callable(factory):
+            raise SinkConfigError("type", f"entry point {entry.value} is not a sink factory")
+        register_sink(type_name, factory)
+        return cast(SinkFactory, factory)
+    return None

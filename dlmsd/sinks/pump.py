@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from dlmsd.service.state import SpoolEntry, StateError, StateStore
+from dlmsd.service.state import SpoolEntry, StateError
+from dlmsd.service.statebackend import StateBackend
 from dlmsd.sinks.base import Sink
 
 
@@ -50,7 +51,7 @@ class SpoolPump(Service):
 
     def __init__(
         self,
-        state: StateStore,
+        state: StateBackend,
         sink: Sink,
         batch_size: int = 500,
         retry_backoff: float = 1.0,
@@ -80,7 +81,7 @@ class SpoolPump(Service):
         self.failures = 0
         self.consecutive_failures = 0
         self._reactor: Clock = reactor
-        self._in_flight: Deferred[None] | None = None
+        self._in_flight: Deferred[Any] | None = None
         self._wakeup: _DelayedCall | None = None
         self._backing_off = False
         self._stopping = False
@@ -120,9 +121,6 @@ class SpoolPump(Service):
         if self._in_flight is not None or self._stopping:
             return
         d = self._deliver_batch()
-        if d is None:
-            self._schedule(self.poll_interval)
-            return
         d.addCallback(self._after_success)
         d.addErrback(self._after_failure)
 
@@ -153,23 +151,14 @@ class SpoolPump(Service):
 
     # --- delivering -------------------------------------------------------------
 
-    def _deliver_batch(self) -> Deferred[int] | None:
-        """Deliver one batch; None when the queue is empty. Fires with the count."""
-        try:
-            entries = self.state.pending(self.sink.name, self.batch_size)
-        except StateError:
-            return defer.fail()
-        if not entries:
-            return None
-        try:
-            delivery = self.sink.deliver([entry.record for entry in entries])
-        except Exception:
-            delivery = defer.fail()
-        self._in_flight = delivery
+    def _deliver_batch(self) -> Deferred[int]:
+        """Claim, deliver and acknowledge one batch; fires with the count (0: queue empty).
 
-        def acked(_: object) -> int:
-            self._ack(entries)
-            return len(entries)
+        The state backend may answer later (a shared database): the claim is
+        part of the delivery in flight.
+        """
+        in_flight = self.state.claim(self.sink.name, self.batch_size).addCallback(self._deliver)
+        self._in_flight = in_flight
 
         def done(result: Any) -> Any:
             self._in_flight = None
@@ -178,15 +167,32 @@ class SpoolPump(Service):
                 waiter.callback(None)
             return result
 
-        return delivery.addCallback(acked).addBoth(done)
+        return in_flight.addBoth(done)
 
-    def _ack(self, entries: list[SpoolEntry]) -> None:
+    def _deliver(self, entries: list[SpoolEntry]) -> Deferred[int] | int:
+        if not entries:
+            return 0
+        try:
+            delivery = self.sink.deliver([entry.record for entry in entries])
+        except Exception:
+            delivery = defer.fail()
+
+        def acked(_: object) -> Deferred[int]:
+            return self._ack(entries)
+
+        return delivery.addCallback(acked)
+
+    def _ack(self, entries: list[SpoolEntry]) -> Deferred[int]:
         # A failed ack redelivers the batch later: duplicates, never a loss.
-        self.state.ack(self.sink.name, [entry.id for entry in entries])
-        self.consecutive_failures = 0
-        self.delivered += len(entries)
-        if self.on_delivered is not None:
-            self.on_delivered(self.sink.name, len(entries))
+        def done(_: object) -> int:
+            self.consecutive_failures = 0
+            self.delivered += len(entries)
+            if self.on_delivered is not None:
+                self.on_delivered(self.sink.name, len(entries))
+            return len(entries)
+
+        ids = [entry.id for entry in entries]
+        return self.state.acknowledge(self.sink.name, ids).addCallback(done)
 
     # --- stopping ---------------------------------------------------------------
 
@@ -206,11 +212,9 @@ class SpoolPump(Service):
             self._idle_waiters.append(idle)
             await idle
         while self.consecutive_failures == 0 and self._reactor.seconds() < deadline:
-            d = self._deliver_batch()
-            if d is None:
-                break
             try:
-                await d
+                if not await self._deliver_batch():
+                    break
             except Exception:
                 self.log.failure("sink {sink} failed while draining", sink=self.sink.name)
                 break

@@ -46,7 +46,7 @@ def test_sample_config_loads_as_make_run_uses_it(monkeypatch: pytest.MonkeyPatch
     assert [u.port for u in config.listeners.udp] == [4059]
     assert [t.port for t in config.listeners.tcp] == [4059]
     assert config.metrics.port == 9464
-    assert config.keys.files == (REPO / "etc" / "keys.toml",)
+    assert config.keys.files == (REPO / "etc" / "keys.toml", REPO / "etc" / "sim-keys.toml")
     assert config.daemon.state_dir == REPO / "var" / "state"
     assert config.sinks[0].type == "jsonl"
     assert config.sinks[0].options["path"] == "var/readings.jsonl"

@@ -1,0 +1,416 @@
+"""`sink_throughput`: readings/s from a sender through the daemon into each sink, one run.
+
+For each path a fresh daemon (``twistd -n dlmsd``, a subprocess) gets the
+same pre-built encrypted pushes over TCP (4 connections, as fast as it takes
+them) and one sink:
+
+* ``jsonl``: the JSONL file (fsync per batch); counted by reading the file.
+* ``mqtt``: a local mosquitto (started here, defaults: Nagle on, no
+  persistence), QoS 1, one JSON message per push; counted by a
+  ``mosquitto_sub`` (QoS 1) that prints one line per message.
+* ``http``: a local HTTP endpoint (stdlib ``http.server`` in a thread of
+  this process) taking JSON arrays of up to 500 records; counted per record.
+
+The figure is readings / seconds from the first byte sent to the last
+reading counted at the consumer, so it includes the ingest (decrypt, decode,
+commit) that all paths share; the ratio to the JSONL path is the sink's
+cost. Target: MQTT >= 0.5x JSONL. Everything shares this machine's cores
+(sender, daemon, broker, subscriber).
+
+    python -m bench --only sink_throughput --duration 2
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+METERS = 200
+PUSHES_PER_SECOND_GUESS = 8_000  # sizes the run: about `duration` seconds per path
+MQTT_TARGET_RATIO = 0.5
+START_TIMEOUT = 60.0
+
+
+@attrs.frozen(slots=True)
+class SinkRow:
+    """One table row, as bench/__main__.py's `Row` takes it."""
+
+    benchmark: str
+    name: str
+    figure: float | None
+    unit: str
+    baseline: str
+    baseline_figure: float | None
+    notes: str = ""
+
+
+@attrs.frozen(slots=True)
+class PathResult:
+    """One path's run: pushes sent, readings counted, seconds, readings/s (None: failed)."""
+
+    sink: str
+    sent: int
+    counted: int
+    seconds: float
+    rate: float | None
+    error: str = ""
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)  # twistd finds twisted/plugins/dlmsd_plugin.py
+    return env
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+# --- the pushes -----------------------------------------------------------------------------
+
+
+def build_stream(count: int) -> tuple[list[bytes], Path]:
+    """`count` wrapped pushes from `METERS` meters (rising counters) and their key file."""
+    from dlmsd.service.simulator import build_push, make_meters, wrap, write_key_file
+
+    fleet = make_meters(METERS, seed=21)
+    keys = Path(tempfile.mkdtemp(prefix="dlmsd-bench-keys-")) / "keys.toml"
+    write_key_file(keys, fleet)
+    now = datetime.now(UTC)
+    frames = [
+        wrap(build_push(fleet[number % METERS], 1 + number // METERS, now))
+        for number in range(count)
+    ]
+    return frames, keys
+
+
+def send_tcp(frames: Sequence[bytes], port: int, connections: int = 4) -> None:
+    """Stream the frames over `connections` connections in batches (blocking).
+
+    Frame i comes from meter i % METERS, and each meter stays on one connection
+    (METERS is a multiple of `connections`), so its counters arrive in order.
+    """
+    socks = []
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(sock)
+    streams = [frames[index::connections] for index in range(connections)]
+    batch = 64
+    for start in range(0, max(map(len, streams)), batch):
+        for sock, stream in zip(socks, streams, strict=True):
+            if start < len(stream):
+                sock.sendall(b"".join(stream[start : start + batch]))
+    for sock in socks:
+        sock.close()
+
+
+# --- the consumers ----------------------------------------------------------------------------
+
+
+@contextmanager
+def mosquitto(root: Path) -> Iterator[int]:
+    """A local mosquitto with its defaults on a free port; yields the port."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    config = root / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
+        "max_queued_messages 0\n"
+    )
+    process = subprocess.Popen(
+        [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait(lambda: _accepts(port), 10, "mosquitto")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class LineCounter:
+    """Counts newline-terminated lines appended to a file (a JSONL file, a subscriber's output)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self.count = 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.count
+        end = data.rfind(b"\n") + 1
+        self.count += data.count(b"\n", 0, end)
+        self._offset += end
+        return self.count
+
+
+@contextmanager
+def mqtt_subscriber(port: int, output: Path) -> Iterator[Callable[[], int]]:
+    """A QoS 1 subscriber to ``dlmsd/#``; yields a counter of messages received.
+
+    ``mosquitto_sub`` (one short line per message) when installed, else a paho
+    client in a thread of this process.
+    """
+    binary = shutil.which("mosquitto_sub")
+    if binary is None:
+        with _paho_subscriber(port) as counter:
+            yield counter
+        return
+    handle = open(output, "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [binary, "-h", "127.0.0.1", "-p", str(port), "-t", "dlmsd/#", "-q", "1", "-F", "m"],
+        stdout=handle,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)  # subscribed before the daemon publishes
+        yield LineCounter(output)
+    finally:
+        process.terminate()
+        process.wait(10)
+        handle.close()
+
+
+@contextmanager
+def _paho_subscriber(port: int) -> Iterator[Callable[[], int]]:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    counted = [0]
+    subscribed = threading.Event()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        counted[0] += 1  # one writer thread; readers only look
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
+    client.on_connect = lambda c, u, f, r, p: c.subscribe("dlmsd/#", qos=1)
+    client.on_subscribe = lambda c, u, m, r, p: subscribed.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise RuntimeError("subscriber got no SUBACK")
+        yield lambda: counted[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@contextmanager
+def http_endpoint() -> Iterator[tuple[int, Callable[[], int]]]:
+    """A local endpoint counting the records of every POSTed JSON array."""
+    counted = [0]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            records = body.count(b'"system_title"')
+            with lock:
+                counted[0] += records
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1]), lambda: counted[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- one path -----------------------------------------------------------------------------------
+
+
+def _sink_table(sink: str, root: Path, target: int) -> str:
+    if sink == "jsonl":
+        return f'type = "jsonl"\nname = "jsonl"\npath = "{root / "readings.jsonl"}"\n'
+    if sink == "mqtt":
+        return f'type = "mqtt"\nname = "mqtt"\nhost = "127.0.0.1"\nport = {target}\n'
+    return (
+        f'type = "http"\nname = "http"\nurl = "http://127.0.0.1:{target}/readings"\n'
+        f'dead_letter = "{root / "dead-letter.jsonl"}"\nlinger = 0.0\n'
+    )
+
+
+def run_path(
+    sink: str, frames: Sequence[bytes], keys: Path, target: int, count: Callable[[], int]
+) -> PathResult:
+    """Start a daemon with one sink, stream the frames, wait until all are counted."""
+    root = Path(tempfile.mkdtemp(prefix=f"dlmsd-bench-{sink}-"))
+    tcp_port = _free_port()
+    config = root / "dlmsd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{root / "state"}"\n\n'
+        f'[[listeners.tcp]]\nname = "tcp"\naddress = "127.0.0.1"\nport = {tcp_port}\n\n'
+        f'[keys]\nfiles = ["{keys}"]\n\n[metrics]\nenabled = false\n\n'
+        f"[[sinks]]\n{_sink_table(sink, root, target)}\n"
+        '[state]\nsynchronous = "normal"\n'
+    )
+    log = open(root / "daemon.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "dlmsd",
+            "--config",
+            str(config),
+        ],
+        cwd=root,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    if sink == "jsonl":
+        count = LineCounter(root / "readings.jsonl")
+    try:
+        _wait(
+            lambda: (process.poll() is None and _accepts(tcp_port)) or process.poll() is not None,
+            START_TIMEOUT,
+            "the daemon",
+        )
+        if process.poll() is not None:
+            raise RuntimeError((root / "daemon.log").read_text()[-1000:])
+        time.sleep(0.5)  # the sink connects
+        started = time.monotonic()
+        send_tcp(frames, tcp_port)
+        total = len(frames)
+        last, last_change = -1, time.monotonic()
+        while True:
+            now = count()
+            if now >= total:
+                break
+            if now != last:
+                last, last_change = now, time.monotonic()
+            elif time.monotonic() - last_change > 20:
+                raise RuntimeError(f"stalled at {now} of {total} readings")
+            time.sleep(0.002)
+        seconds = time.monotonic() - started
+        return PathResult(sink, total, count(), seconds, total / seconds)
+    except Exception as error:
+        return PathResult(sink, len(frames), count(), 0.0, None, str(error)[:300])
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+        if os.environ.get("DLMSD_BENCH_KEEP"):
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(duration_s: float) -> list[PathResult]:
+    """Run the JSONL, MQTT and HTTP paths with the same pushes; JSONL first."""
+    frames, keys = build_stream(max(2_000, int(duration_s * PUSHES_PER_SECOND_GUESS)))
+    results = [run_path("jsonl", frames, keys, 0, lambda: 0)]
+    work = Path(tempfile.mkdtemp(prefix="dlmsd-bench-broker-"))
+    try:
+        with mosquitto(work) as port, mqtt_subscriber(port, work / "sub.out") as counted:
+            results.append(run_path("mqtt", frames, keys, port, counted))
+    except Exception as error:
+        results.append(PathResult("mqtt", len(frames), 0, 0.0, None, str(error)[:300]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with http_endpoint() as (port, counted_http):
+        results.append(run_path("http", frames, keys, port, counted_http))
+    shutil.rmtree(keys.parent, ignore_errors=True)
+    return results
+
+
+def bench_mqtt_vs_jsonl(duration_s: float) -> list[SinkRow]:
+    """Rows: MQTT and HTTP sink paths next to the JSONL path of the same run."""
+    results = {result.sink: result for result in measure(duration_s)}
+    jsonl = results["jsonl"]
+    rows = []
+    for sink, label in (("mqtt", "MQTT sink (mosquitto, QoS 1)"), ("http", "HTTP sink (local)")):
+        result = results[sink]
+        notes = [f"{result.sent:,} pushes from {METERS} meters over TCP"]
+        if sink == "mqtt":
+            notes.append(f"target >= {MQTT_TARGET_RATIO}x the JSONL path")
+        for failed in (result, jsonl):
+            if failed.rate is None:
+                notes.append(f"{failed.sink} failed: {failed.error}")
+        rows.append(
+            SinkRow(
+                "sink_throughput",
+                f"{label} vs JSONL file",
+                result.rate,
+                "readings/s",
+                "JSONL sink, same run",
+                jsonl.rate,
+                "; ".join(notes),
+            )
+        )
+    return rows
+
+
+def description() -> str:
+    return (
+        "readings/s from a TCP sender through the daemon (twistd subprocess) into local "
+        "mosquitto and a local HTTP endpoint, next to the JSONL file path (bench/sinks.py)"
+    )
+
+
+if __name__ == "__main__":
+    for row in bench_mqtt_vs_jsonl(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0):
+        print(json.dumps(attrs.asdict(row)))

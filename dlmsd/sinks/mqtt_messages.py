@@ -1,0 +1,379 @@
+"""What the MQTT sink publishes: its settings, topics, payloads, Home Assistant discovery.
+
+Pure functions and value classes, no connection: `parse_mqtt_settings`
+validates a ``[[sinks]]`` table of type ``mqtt``; `MessageBuilder` turns a
+batch of records into `Message`s per the topic templates, the mode and the
+discovery option. `dlmsd.sinks.mqtt` sends them.
+
+Topic template fields: ``{system_title}``, ``{meter}``, ``{meter_id}``,
+``{invocation_counter}``, ``{record_id}``, ``{sink}``, and for `obis_topic`
+also ``{obis}``, ``{obis_slug}`` and ``{attribute}``. Values are made
+topic-safe (``/``, ``+``, ``#`` become ``_``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import string
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from dlmsd.service.state import SpoolRecord, encode_record
+from dlmsd.sinks.base import SinkConfigError
+from dlmsd.sinks.options import OptionReader, Secret, secret_option
+
+MODES = ("push", "obis", "both")
+PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQTTv5}
+PUSH_FIELDS = frozenset(
+    {"system_title", "meter", "meter_id", "invocation_counter", "record_id", "sink"}
+)
+OBIS_FIELDS = PUSH_FIELDS | {"obis", "obis_slug", "attribute"}
+# Fields the push topic can take from the spool row's record_id, without parsing the JSON.
+_ID_FIELDS = frozenset({"system_title", "invocation_counter", "record_id", "sink"})
+# MQTT topic names must not hold wildcards; a "/" in a meter name would add a level.
+_TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
+
+
+class TlsSetupError(Exception):
+    """The TLS files cannot be loaded; the message names the file and the reason."""
+
+
+# --- settings ----------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class TlsSettings:
+    """TLS towards the broker: CA bundle (system store when None), client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: Secret | None = attrs.field(default=None, repr=False)
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that verifies the chain and the host name.
+
+        Raises TlsSetupError naming the file at fault (or SecretError).
+        """
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=str(self.ca_file))
+            except (OSError, ssl.SSLError) as error:
+                raise TlsSetupError(f"ca_file {self.ca_file}: {describe_error(error)}") from None
+        if self.cert_file is not None:
+            password = self.key_password.read() if self.key_password is not None else None
+            key = str(self.key_file) if self.key_file is not None else None
+            try:
+                context.load_cert_chain(str(self.cert_file), key, password)
+            except (OSError, ssl.SSLError) as error:
+                files = f"{self.cert_file}" + (f" / {self.key_file}" if key else "")
+                raise TlsSetupError(
+                    f"cert_file/key_file {files}: {describe_error(error)}"
+                ) from None
+        return context
+
+
+@attrs.frozen(slots=True)
+class MqttSettings:
+    """One MQTT sink's validated options (see `mqtt_sink_factory` for the keys)."""
+
+    host: str
+    port: int
+    protocol: str = "3.1.1"
+    client_id: str = ""
+    clean_session: bool = True
+    session_expiry: int = 0
+    keepalive: int = 60
+    topic: str = "dlmsd/{system_title}/push"
+    obis_topic: str = "dlmsd/{meter}/{obis}"
+    mode: str = "push"
+    retain: bool = False
+    qos: int = 1
+    username: str | None = None
+    password: Secret | None = attrs.field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    connect_timeout: float = 5.0
+    connect_wait: float = 5.0
+    ack_timeout: float = 30.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    max_inflight: int = 1000
+    homeassistant: bool = False
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def url(self) -> str:
+        """Where the broker is, for log lines (no credentials)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def _template_fields(template: str, allowed: frozenset[str], key: str) -> frozenset[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise SinkConfigError(key, f"bad topic template: {error}") from None
+    fields = set()
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in allowed or spec or conversion:
+            known = ", ".join("{" + name + "}" for name in sorted(allowed))
+            raise SinkConfigError(key, f"unknown field {{{field}}} in topic (known: {known})")
+        fields.add(field)
+    if "+" in template or "#" in template:
+        raise SinkConfigError(key, "a topic to publish to cannot hold the wildcards + or #")
+    return frozenset(fields)
+
+
+def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
+    """Validate an ``[[sinks]]`` table of type ``mqtt``; raises SinkConfigError."""
+    read = OptionReader(options)
+    tls_enabled = read.boolean("tls", False)
+    ca_file, cert_file, key_file = (
+        read.path("ca_file"),
+        read.path("cert_file"),
+        read.path("key_file"),
+    )
+    key_password = secret_option(options, "key_password")
+    password = secret_option(options, "password")
+    read.mark("key_password_file", "key_password_env", "password_file", "password_env")
+    if (ca_file or cert_file or key_file) and not tls_enabled:
+        raise SinkConfigError("tls", "ca_file/cert_file/key_file are given: set tls = true")
+    if key_file and not cert_file:
+        raise SinkConfigError("key_file", "a key_file needs its cert_file")
+    tls = TlsSettings(ca_file, cert_file, key_file, key_password) if tls_enabled else None
+    protocol = read.choice("protocol", tuple(PROTOCOLS), "3.1.1")
+    mode = read.choice("mode", MODES, "push")
+    topic = read.string("topic", "dlmsd/{system_title}/push")
+    obis_topic = read.string("obis_topic", "dlmsd/{meter}/{obis}")
+    _template_fields(topic, PUSH_FIELDS, "topic")
+    _template_fields(obis_topic, OBIS_FIELDS, "obis_topic")
+    homeassistant = read.boolean("homeassistant", False)
+    if homeassistant and mode == "push":
+        raise SinkConfigError(
+            "homeassistant", 'discovery needs one topic per OBIS: set mode = "obis" or "both"'
+        )
+    username = read.optional_string("username")
+    if password is not None and username is None:
+        raise SinkConfigError("username", "a password needs a username")
+    reconnect_min = read.number("reconnect_min", 0.5, 0.01, 3600.0)
+    settings = MqttSettings(
+        host=read.string("host", "127.0.0.1"),
+        port=read.integer("port", 8883 if tls else 1883, 1, 65535),
+        protocol=protocol,
+        # Unique per host and sink: a broker drops the older of two same-id sessions.
+        client_id=read.string("client_id", f"dlmsd-{socket.gethostname()}-{name}")[:128],
+        clean_session=read.boolean("clean_session", True),
+        session_expiry=read.integer("session_expiry", 0, 0, 0xFFFFFFFF),
+        keepalive=read.integer("keepalive", 60, 5, 65535),
+        topic=topic,
+        obis_topic=obis_topic,
+        mode=mode,
+        retain=read.boolean("retain", False),
+        qos=read.integer("qos", 1, 1, 2),
+        username=username,
+        password=password,
+        tls=tls,
+        connect_timeout=read.number("connect_timeout", 5.0, 0.1, 600.0),
+        connect_wait=read.number("connect_wait", 5.0, 0.0, 3600.0),
+        ack_timeout=read.number("ack_timeout", 30.0, 0.1, 3600.0),
+        reconnect_min=reconnect_min,
+        reconnect_max=read.number("reconnect_max", 30.0, reconnect_min, 86400.0),
+        max_inflight=read.integer("max_inflight", 1000, 1, 60_000),
+        homeassistant=homeassistant,
+        discovery_prefix=read.string("discovery_prefix", "homeassistant"),
+    )
+    read.finish()
+    return settings
+
+
+# --- messages ----------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One PUBLISH: topic, payload, retain flag."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def obis_slug(obis: str) -> str:
+    """``1-0:1.8.0*255`` -> ``1-0_1_8_0_255``: an id Home Assistant and topics accept."""
+    return obis.replace(":", "_").replace(".", "_").replace("*", "_")
+
+
+def _safe(value: object) -> str:
+    return str(value).translate(_TOPIC_UNSAFE)
+
+
+# Home Assistant sensor classes by unit (HA's own unit spellings).
+_HA_CLASSES: dict[str, tuple[str, str]] = {
+    "m³": ("gas", "total_increasing"),
+    "Wh": ("energy", "total_increasing"),
+    "kWh": ("energy", "total_increasing"),
+    "MWh": ("energy", "total_increasing"),
+    "W": ("power", "measurement"),
+    "kW": ("power", "measurement"),
+    "V": ("voltage", "measurement"),
+    "A": ("current", "measurement"),
+    "Hz": ("frequency", "measurement"),
+    "°C": ("temperature", "measurement"),
+}
+
+
+def homeassistant_classes(unit: str | None, value: object) -> dict[str, str]:
+    """device_class/state_class for a reading: gas m³ and energy Wh are totals, power W a
+    measurement; other numbers are plain measurements, text has no class."""
+    classes = _HA_CLASSES.get(unit or "")
+    if classes is not None:
+        return {"device_class": classes[0], "state_class": classes[1]}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"state_class": "measurement"}
+    return {}
+
+
+class MessageBuilder:
+    """Turns records into messages per the topic templates, mode and discovery option."""
+
+    def __init__(self, sink_name: str, settings: MqttSettings) -> None:
+        self.sink_name = sink_name
+        self.settings = settings
+        self._push_fields = _template_fields(settings.topic, PUSH_FIELDS, "topic")
+        # Most templates only need the system title: take it from the record id.
+        self._push_from_id = self._push_fields <= _ID_FIELDS
+        self.announced: set[str] = set()
+
+    def messages(self, records: Sequence[Mapping[str, object]]) -> tuple[list[Message], set[str]]:
+        """The messages of a batch, and the discovery keys it announces (kept on success)."""
+        out: list[Message] = []
+        announcing: set[str] = set()
+        mode = self.settings.mode
+        for record in records:
+            if mode != "obis":
+                out.append(self._push_message(record))
+            if mode != "push":
+                out.extend(self._obis_messages(record, announcing))
+        return out, announcing
+
+    def _push_message(self, record: Mapping[str, object]) -> Message:
+        settings = self.settings
+        if isinstance(record, SpoolRecord):
+            payload = record.json.encode("utf-8")
+            if self._push_from_id:
+                title, _, counter = record.record_id.partition(":")
+                topic = settings.topic.format(
+                    system_title=title,
+                    invocation_counter=counter,
+                    record_id=_safe(record.record_id),
+                    sink=self.sink_name,
+                )
+                return Message(topic, payload, settings.retain)
+        else:
+            payload = encode_record(record).encode("utf-8")
+        return Message(settings.topic.format_map(self._fields(record)), payload, settings.retain)
+
+    def _fields(self, record: Mapping[str, object]) -> dict[str, str]:
+        title = record.get("system_title")
+        counter = record.get("invocation_counter")
+        record_id = record.record_id if isinstance(record, SpoolRecord) else f"{title}:{counter}"
+        meter = record.get("meter") or record.get("meter_id") or title
+        return {
+            "system_title": _safe(title),
+            "meter": _safe(meter),
+            "meter_id": _safe(record.get("meter_id") or title),
+            "invocation_counter": _safe(counter),
+            "record_id": _safe(record_id),
+            "sink": _safe(self.sink_name),
+        }
+
+    def _obis_messages(
+        self, record: Mapping[str, object], announcing: set[str]
+    ) -> Iterator[Message]:
+        readings = record.get("readings")
+        if not isinstance(readings, list):
+            return
+        settings = self.settings
+        fields = self._fields(record)
+        common = {
+            "meter": record.get("meter"),
+            "system_title": record.get("system_title"),
+            "invocation_counter": record.get("invocation_counter"),
+            "record_id": fields["record_id"],
+            "datetime": record.get("datetime"),
+            "received_at": record.get("received_at"),
+        }
+        for reading in readings:
+            if not isinstance(reading, dict) or not isinstance(reading.get("obis"), str):
+                continue
+            obis = reading["obis"]
+            topic = settings.obis_topic.format(
+                obis=obis,
+                obis_slug=obis_slug(obis),
+                attribute=_safe(reading.get("attribute")),
+                **fields,
+            )
+            value, unit = reading.get("value"), reading.get("unit")
+            if settings.homeassistant and value is not None:
+                key = f"{fields['system_title']}/{obis}"
+                if key not in self.announced and key not in announcing:
+                    announcing.add(key)
+                    yield self._discovery(record, fields, obis, unit, value, topic)
+            payload = {"obis": obis, "value": value, "unit": unit, **common}
+            yield Message(topic, encode_record(payload).encode("utf-8"), settings.retain)
+
+    def _discovery(
+        self,
+        record: Mapping[str, object],
+        fields: Mapping[str, str],
+        obis: str,
+        unit: object,
+        value: object,
+        state_topic: str,
+    ) -> Message:
+        title = fields["system_title"]
+        slug = obis_slug(obis)
+        config: dict[str, object] = {
+            "name": obis,
+            "unique_id": f"dlmsd_{title}_{slug}",
+            "state_topic": state_topic,
+            "value_template": "{{ value_json.value }}",
+        }
+        if isinstance(unit, str):
+            config["unit_of_measurement"] = unit
+        config.update(homeassistant_classes(unit if isinstance(unit, str) else None, value))
+        config["device"] = {
+            "identifiers": [f"dlmsd_{title}"],
+            "name": str(record.get("meter") or title),
+            "serial_number": title,
+            "model": "DLMS/COSEM meter",
+            "manufacturer": _flag_id(title),
+        }
+        config["origin"] = {"name": "dlmsd"}
+        topic = f"{self.settings.discovery_prefix}/sensor/dlmsd_{title}/{slug}/config"
+        return Message(topic, json.dumps(config, ensure_ascii=False).encode("utf-8"), True)
+
+
+def _flag_id(title_hex: str) -> str:
+    """The manufacturer's three-letter FLAG id: the system title's first three bytes."""
+    try:
+        text = bytes.fromhex(title_hex[:6]).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return "unknown"
+    return text if text.isalnum() else "unknown"
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error)
+    return text or type(error).__name__
