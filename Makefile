@@ -27,13 +27,13 @@ run: $(STAMP)
 	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check dlmsd tests twisted bench
-	$(BIN)/ruff format --check dlmsd tests twisted bench
+	$(BIN)/ruff check dlmsd tests twisted bench fuzz
+	$(BIN)/ruff format --check dlmsd tests twisted bench fuzz
 	$(BIN)/mypy --strict dlmsd twisted/plugins/dlmsd_plugin.py
 
 format: $(STAMP)
-	$(BIN)/ruff format dlmsd tests twisted bench
-	$(BIN)/ruff check --fix dlmsd tests twisted bench
+	$(BIN)/ruff format dlmsd tests twisted bench fuzz
+	$(BIN)/ruff check --fix dlmsd tests twisted bench fuzz
 
 # Real brokers and servers for the tests, from Debian, installed once.
 test-deps:

@@ -1,0 +1,583 @@
+"""Socket benchmarks: the real daemon (twistd subprocess) on loopback, against bare baselines.
+
+Every benchmark here starts its processes (the daemon, a load generator, a
+bare Twisted counter), runs a bounded time and returns rows; nothing runs in
+the benchmark process's own reactor. The machine is shared: the sender, the
+daemon and the baseline run on the same cores (see bench/README.md).
+
+* ``ingest_udp``: pushes/s the daemon accepts over UDP (1,000 meters, every
+  push verified, decrypted, decoded, committed to SQLite and spooled to the
+  JSONL sink) next to a bare ``DatagramProtocol`` that only counts, fed by
+  the same sender in the same run.
+* ``ingest_tcp``: the same over TCP (wrapper stream, 4 connections) next to a
+  bare ``Protocol`` that only splits the stream into frames and counts them.
+* ``ingest_latency``: p50/p99 from the sender's ``send()`` to the record's
+  line appearing in the JSONL file, at half the UDP rate just measured.
+* ``ingest_scaling``: UDP pushes/s with 1k, 10k and 100k distinct meters
+  (each push from another meter), plus the daemon's RSS and start time with
+  a 100,000-meter key store.
+
+Rows are plain values here (`RowData`); bench/__main__.py turns them into
+its `Row`s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+UDP_METERS = 1000
+SCALING_METERS = (1_000, 10_000, 100_000)
+RSS_TARGET_MB = 150.0
+START_TARGET_S = 3.0
+RATIO_TARGET = 0.5  # daemon / bare counter, UDP
+DEFAULT_UDP_ESTIMATE = 5_000.0  # pushes/s, when ingest_udp did not run first
+START_TIMEOUT = 60.0
+
+
+@attrs.frozen(slots=True)
+class RowData:
+    """One table row, as bench/__main__.py's `Row` takes it."""
+
+    benchmark: str
+    name: str
+    figure: float | None
+    unit: str
+    baseline: str
+    baseline_figure: float | None
+    notes: str = ""
+
+
+@attrs.frozen(slots=True)
+class Report:
+    rows: list[RowData]
+    details: dict[str, object]
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)  # twistd finds twisted/plugins/dlmsd_plugin.py
+    return env
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    """``twistd -n dlmsd`` in a temporary directory: N simulated meters, a UDP and a
+    TCP listener, the JSONL sink, metrics on an ephemeral port."""
+
+    def __init__(self, root: Path, meters: int, *, seed: int = 0) -> None:
+        self.root = root
+        self.meters = meters
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port()
+        self.metrics_port = free_port()
+        self.readings = root / "readings.jsonl"
+        self.lines: list[str] = []
+        self.start_seconds = 0.0
+        self.process: subprocess.Popen[str] | None = None
+        self._started = threading.Event()
+        keys = root / "keys.toml"
+        _write_keys(keys, meters, seed)
+        config = root / "dlmsd.toml"
+        config.write_text(
+            f'[daemon]\nstate_dir = "{root / "state"}"\n\n'
+            f'[[listeners.udp]]\nname = "udp"\naddress = "127.0.0.1"\nport = {self.udp_port}\n\n'
+            f'[[listeners.tcp]]\nname = "tcp"\naddress = "127.0.0.1"\nport = {self.tcp_port}\n\n'
+            f'[keys]\nfiles = ["{keys}"]\n\n'
+            f'[metrics]\nenabled = true\naddress = "127.0.0.1"\nport = {self.metrics_port}\n\n'
+            f'[[sinks]]\ntype = "jsonl"\nname = "jsonl"\npath = "{self.readings}"\n'
+        )
+        self.config = config
+
+    def start(self) -> None:
+        """Start twistd and wait for its "dlmsd started" line (start time measured)."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "dlmsd",
+                "--config",
+                str(self.config),
+            ],
+            cwd=self.root,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+        if not self._started.wait(START_TIMEOUT):
+            self.stop()
+            raise RuntimeError("daemon did not start:\n" + "".join(self.lines[-20:]))
+        self.start_seconds = time.monotonic() - started
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if "dlmsd started" in line:
+                self._started.set()
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else float("nan")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One series from the metrics endpoint (0 when absent)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        wanted = f"{name}{{{label_text}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def accepted(self) -> float:
+        return self.metric("dlmsd_pushes_accepted_total")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Daemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _write_keys(path: Path, meters: int, seed: int) -> None:
+    from dlmsd.service.simulator import make_meters, write_key_file
+
+    write_key_file(path, make_meters(meters, seed))
+
+
+class Helper:
+    """A `bench.loadgen` subprocess spoken to by lines."""
+
+    def __init__(self, *arguments: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", *arguments],
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def hear(self) -> list[str]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.loadgen exited ({self.process.wait()})")
+        return line.split()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.say("quit")
+                self.process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def sender(
+    transport: str, port: int, meters: int, frames: int, *extra: str, first_ic: int = 1
+) -> Helper:
+    """A sender that has built its frames and waits for ``go``."""
+    helper = Helper(
+        "send",
+        "--transport",
+        transport,
+        "--port",
+        str(port),
+        "--meters",
+        str(meters),
+        "--frames",
+        str(frames),
+        "--first-ic",
+        str(first_ic),
+        *extra,
+    )
+    if helper.hear() != ["ready"]:
+        raise RuntimeError("sender not ready")
+    return helper
+
+
+def _finish(helper: Helper) -> tuple[int, float, int]:
+    words = helper.hear()
+    helper.process.wait(30)
+    return int(words[1]), float(words[2]), int(words[3])
+
+
+@attrs.frozen(slots=True)
+class Window:
+    """What a receiver did between two samples while the sender was running."""
+
+    wall_rate: float  # items per wall-clock second
+    core_rate: float  # items per CPU second of the receiver: its capacity on one core
+    cpu_share: float  # the receiver's CPU seconds per wall second (1.0 = one full core)
+    sent: int
+    send_seconds: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_window(
+    sample: Callable[[], float], pid: int, helper: Helper, settle: float = 0.3
+) -> Window:
+    """Start the sender; sample `sample()` and the CPU time of `pid` after `settle`
+    seconds and again shortly before the sender stops.
+
+    The machine is shared (the sender, other work), so besides the wall-clock
+    rate the receiver's rate per CPU second is kept: that is what one core
+    of it would do, and it does not depend on what else ran at the time.
+    """
+    helper.say("go")
+    time.sleep(settle)
+    first, first_cpu, first_at = sample(), cpu_seconds(pid), time.monotonic()
+    time.sleep(max(_duration_of(helper) - settle - 0.2, 0.2))
+    last, last_cpu, last_at = sample(), cpu_seconds(pid), time.monotonic()
+    sent, seconds, _ = _finish(helper)
+    items, wall, cpu = last - first, last_at - first_at, last_cpu - first_cpu
+    return Window(items / wall, items / cpu if cpu > 0 else 0.0, cpu / wall, sent, seconds)
+
+
+def _duration_of(helper: Helper) -> float:
+    arguments = helper.process.args
+    assert isinstance(arguments, list)
+    return float(arguments[arguments.index("--duration") + 1])
+
+
+def counter_rate(transport: str, duration: float, frames: int) -> Window:
+    """What a bare Twisted counter takes from the same kind of sender."""
+    counter = Helper(f"{transport}-counter")
+    try:
+        port = int(counter.hear()[1])
+        helper = sender(
+            transport, port, UDP_METERS, frames, "--duration", str(duration), "--cycle"
+        )
+
+        def sample() -> float:
+            counter.say("?")
+            return float(counter.hear()[1])
+
+        window = timed_window(sample, counter.process.pid, helper)
+    finally:
+        counter.close()
+    return window
+
+
+# --- the benchmarks ------------------------------------------------------------------------
+
+_cache: dict[str, float] = {}
+
+
+def _frames_for(duration: float, rate_guess: float) -> int:
+    return int(duration * rate_guess * 1.5) + 5000
+
+
+def _window_notes(window: Window, what: str) -> str:
+    return f"{what}: {window.wall_rate:,.0f}/s wall clock using {window.cpu_share:.0%} of a core"
+
+
+def run_udp(duration: float) -> Report:
+    """Daemon vs bare DatagramProtocol over UDP, same sender, same run."""
+    duration = max(duration, 2.0)
+    with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
+        with Daemon(Path(scratch), UDP_METERS) as daemon:
+            frames = _frames_for(duration, 40_000)
+            helper = sender(
+                "udp", daemon.udp_port, UDP_METERS, frames, "--duration", str(duration)
+            )
+            assert daemon.process is not None
+            ours = timed_window(daemon.accepted, daemon.process.pid, helper)
+            rss = daemon.rss_mb()
+            replays = daemon.metric("dlmsd_pushes_rejected_total", reason="replay")
+        bare = counter_rate("udp", duration, frames)
+    _cache["udp"] = ours.wall_rate
+    notes = (
+        f"per CPU second of each receiver; 1,000 meters, SC 0x30 pushes of 114/143 bytes; "
+        f"{_window_notes(ours, 'dlmsd')}; {_window_notes(bare, 'bare')}; "
+        f"daemon RSS {rss:.0f} MB; replays {replays:.0f}"
+    )
+    ratio = ours.core_rate / bare.core_rate if bare.core_rate else None
+    return Report(
+        [
+            RowData(
+                "ingest_udp",
+                "dlmsd UDP vs bare DatagramProtocol",
+                ours.core_rate,
+                "pushes/s/core",
+                "bare Twisted DatagramProtocol (counts only)",
+                bare.core_rate,
+                notes,
+            ),
+            RowData(
+                "ingest_udp",
+                "ratio to bare vs target",
+                ratio,
+                "x",
+                "target",
+                RATIO_TARGET,
+                "dlmsd / bare counter (per core); the goal is >= 0.5x",
+            ),
+        ],
+        {"dlmsd": attrs.asdict(ours), "bare": attrs.asdict(bare), "rss_mb": rss},
+    )
+
+
+def run_tcp(duration: float) -> Report:
+    """Daemon vs a bare frame-splitting Protocol over TCP (4 connections)."""
+    duration = max(duration, 2.0)
+    with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
+        with Daemon(Path(scratch), UDP_METERS) as daemon:
+            frames = _frames_for(duration, 40_000)
+            helper = sender(
+                "tcp", daemon.tcp_port, UDP_METERS, frames, "--duration", str(duration)
+            )
+            assert daemon.process is not None
+            ours = timed_window(daemon.accepted, daemon.process.pid, helper)
+        bare = counter_rate("tcp", duration, 256)
+    notes = (
+        "per CPU second; 1,000 meters over 4 connections, writes of 64 frames; "
+        f"{_window_notes(ours, 'dlmsd')}; {_window_notes(bare, 'bare')}"
+    )
+    return Report(
+        [
+            RowData(
+                "ingest_tcp",
+                "dlmsd TCP vs bare Protocol",
+                ours.core_rate,
+                "pushes/s/core",
+                "bare Twisted Protocol (splits frames only)",
+                bare.core_rate,
+                notes,
+            )
+        ],
+        {"dlmsd": attrs.asdict(ours), "bare": attrs.asdict(bare)},
+    )
+
+
+def run_latency(duration: float) -> Report:
+    """p50/p99 from send() to the record's JSONL line, at half the UDP rate."""
+    duration = max(duration, 2.0)
+    max_rate = _cache.get("udp", DEFAULT_UDP_ESTIMATE)
+    rate = max_rate / 2
+    count = int(rate * duration)
+    with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
+        times_path = Path(scratch) / "sent.txt"
+        with Daemon(Path(scratch), UDP_METERS) as daemon:
+            helper = sender(
+                "udp",
+                daemon.udp_port,
+                UDP_METERS,
+                count,
+                "--mode",
+                "paced",
+                "--rate",
+                str(rate),
+                "--times-out",
+                str(times_path),
+            )
+            helper.say("go")
+            arrivals = _tail_records(daemon.readings, count, duration + 10)
+            _finish(helper)
+        sent_at = dict(
+            (words[0], float(words[1]))
+            for words in (line.split() for line in times_path.read_text().splitlines())
+        )
+    latencies = sorted((arrivals[key] - sent_at[key]) * 1000 for key in arrivals if key in sent_at)
+    if not latencies:
+        return Report([RowData("ingest_latency", "p50", None, "ms", "-", None, "no records")], {})
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    notes = (
+        f"{rate:,.0f} pushes/s paced (half of {max_rate:,.0f}); {len(latencies):,} of {count:,} "
+        "records; send() to the line in the JSONL file (commit_interval 2 ms, fsync batch)"
+    )
+    return Report(
+        [
+            RowData("ingest_latency", "p50 send -> JSONL", p50, "ms", "-", None, notes),
+            RowData("ingest_latency", "p99 send -> JSONL", p99, "ms", "-", None),
+        ],
+        {"p50_ms": p50, "p99_ms": p99, "records": len(latencies), "rate": rate},
+    )
+
+
+def _tail_records(path: Path, expected: int, timeout: float) -> dict[str, float]:
+    """Record id -> when its line appeared, polling the file every millisecond."""
+    arrivals: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    position = 0
+    pending = b""
+    while len(arrivals) < expected and time.monotonic() < deadline:
+        try:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+        except FileNotFoundError:
+            chunk = b""
+        now = time.monotonic()
+        if chunk:
+            position += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                record = json.loads(line)
+                arrivals[f"{record['system_title']}:{record['invocation_counter']}"] = now
+        else:
+            time.sleep(0.001)
+    return arrivals
+
+
+def run_scaling(duration: float) -> Report:
+    """UDP pushes/s at 1k, 10k and 100k distinct meters; RSS and start with 100k."""
+    duration = max(duration, 2.0)
+    rows: list[RowData] = []
+    rates: dict[int, float] = {}
+    details: dict[str, object] = {}
+    for meters in SCALING_METERS:
+        with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
+            daemon = Daemon(Path(scratch), meters)
+            with daemon:
+                idle_rss = daemon.rss_mb()
+                # At least one push from every meter, so all of them are "active".
+                frames = max(_frames_for(duration, 40_000), meters + 5000)
+                helper = sender(
+                    "udp", daemon.udp_port, meters, frames, "--duration", str(duration)
+                )
+                assert daemon.process is not None
+                window = timed_window(daemon.accepted, daemon.process.pid, helper)
+                rate = window.core_rate
+                time.sleep(0.5)
+                busy_rss = daemon.rss_mb()
+                active = min(int(daemon.accepted()), meters)
+        rates[meters] = rate
+        details[str(meters)] = {
+            "window": attrs.asdict(window),
+            "start_seconds": daemon.start_seconds,
+            "rss_mb_at_start": idle_rss,
+            "rss_mb_after_load": busy_rss,
+            "meters_that_pushed": active,
+        }
+        rows.append(
+            RowData(
+                "ingest_scaling",
+                f"{meters:,} meters",
+                rate,
+                "pushes/s/core",
+                "1,000 meters",
+                rates[SCALING_METERS[0]],
+                f"{_window_notes(window, 'wall')}; start {daemon.start_seconds:.2f} s, "
+                f"RSS {idle_rss:.0f} MB at start, "
+                f"{busy_rss:.0f} MB after {active:,} meters pushed",
+            )
+        )
+        if meters == SCALING_METERS[-1]:
+            rows.append(
+                RowData(
+                    "ingest_scaling",
+                    f"RSS at start, {meters:,} meters",
+                    idle_rss,
+                    "MB",
+                    "target",
+                    RSS_TARGET_MB,
+                    f"{busy_rss:.0f} MB after {active:,} meters pushed (lower is better)",
+                )
+            )
+            rows.append(
+                RowData(
+                    "ingest_scaling",
+                    f"start time, {meters:,} meters",
+                    daemon.start_seconds,
+                    "s",
+                    "target",
+                    START_TARGET_S,
+                    "process start to the 'dlmsd started' line (lower is better)",
+                )
+            )
+    return Report(rows, details)
+
+
+BENCHMARKS: dict[str, tuple[str, Callable[[float], Report]]] = {
+    "ingest_udp": (
+        "UDP pushes/s through the real daemon (twistd subprocess, 1,000 meters, SQLite + "
+        "JSONL) vs a bare counting DatagramProtocol, same sender",
+        run_udp,
+    ),
+    "ingest_tcp": (
+        "TCP wrapper-stream pushes/s through the daemon vs a bare counting Protocol",
+        run_tcp,
+    ),
+    "ingest_latency": (
+        "p50/p99 latency from send() to the JSONL line at half the UDP rate",
+        run_latency,
+    ),
+    "ingest_scaling": (
+        "UDP pushes/s with 1k, 10k, 100k distinct meters; RSS and start time with 100k",
+        run_scaling,
+    ),
+}
+
+
+def descriptions() -> Sequence[tuple[str, str]]:
+    """(name, description) of every socket benchmark, in run order."""
+    return [(name, description) for name, (description, _) in BENCHMARKS.items()]
+
+
+def run(name: str, duration: float) -> Report:
+    """Run one socket benchmark by name."""
+    return BENCHMARKS[name][1](duration)
+
+
+__all__ = ["BENCHMARKS", "Report", "RowData", "descriptions", "run"]
