@@ -907,11 +907,13 @@ def _encode_packed(
 
 
 def _encode_description(description: TypeDescription, parts: list[bytes], depth: int) -> None:
-    if depth >= MAX_DEPTH:
-        raise EncodeError(f"type description nesting deeper than {MAX_DEPTH}")
     data_type = description.type
     if not isinstance(data_type, DataType) or data_type == DataType.COMPACT_ARRAY:
         raise EncodeError(f"type description cannot be {data_type!r}")
+    # Only containers count towards the depth, as in _decode_description: what
+    # decodes must encode.
+    if depth >= MAX_DEPTH and data_type in (DataType.ARRAY, DataType.STRUCTURE):
+        raise EncodeError(f"type description nesting deeper than {MAX_DEPTH}")
     parts.append(bytes((data_type,)))
     if data_type == DataType.ARRAY:
         if len(description.children) != 1 or not 0 <= description.count <= 0xFFFF:

@@ -51,6 +51,8 @@ class Envelope:
     security_control: int | None
     invocation_counter: int | None
     payload: bytes
+    # general-ciphering authenticates its header fields too (Green Book 9.2.7.2.4).
+    extra_aad: bytes = b""
 
     @property
     def security(self) -> str:
@@ -69,7 +71,11 @@ class Envelope:
         if self.system_title is None or self.invocation_counter is None:
             raise DecodeError("a ciphered APDU without system title")
         return cipher.decrypt(
-            self.system_title, self.security_control, self.invocation_counter, self.payload
+            self.system_title,
+            self.security_control,
+            self.invocation_counter,
+            self.payload,
+            extra_aad=self.extra_aad,
         )
 
 
@@ -90,10 +96,12 @@ def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
     if apdu[0] == DATA_NOTIFICATION:
         return Envelope(apdu, system_title, None, None, apdu)
     container = decode_ciphered(apdu)
+    extra_aad = b""
     if isinstance(container, GeneralGloCiphering | GeneralDedCiphering):
         title = container.system_title or system_title
     elif isinstance(container, GeneralCiphering):
         title = container.originator_system_title or system_title
+        extra_aad = container.header_aad()
     elif isinstance(container, ServiceSpecificCiphered):
         title = system_title
     else:  # pragma: no cover - decode_ciphered returns one of the above
@@ -110,6 +118,7 @@ def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
         container.security_control,
         container.invocation_counter,
         container.payload,
+        extra_aad,
     )
 
 

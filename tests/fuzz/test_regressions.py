@@ -44,13 +44,11 @@ CRASHES = [
 
 # The A-XDR round-trip check found: a compact array whose type description
 # nests 31 arrays around a leaf decodes (the decoder limits only array and
-# structure descriptions to depth 32) but does not encode (the encoder counts
-# the leaf too). Open: the fix belongs in dlmsd/protocol/axdr.py; the axdr
-# harness tolerates this one EncodeError until then.
+# structure descriptions to depth 32) but did not encode (the encoder counted
+# the leaf too). Fixed in axdr._encode_description.
 DEEP_DESCRIPTION = b"\x13" + b"\x01\x00\x00" * 31 + b"\x11" + b"\x00"
 
 
-@pytest.mark.xfail(strict=True, reason="open: axdr encoder/decoder depth limits differ")
 def test_deep_compact_array_description_that_decodes_also_encodes() -> None:
     value, _ = decode_data(DEEP_DESCRIPTION, 0)
     assert decode_data(encode_data(value), 0)[0] == value
