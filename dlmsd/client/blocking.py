@@ -25,14 +25,17 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Literal, Protocol, TypeVar
 
-import attrs
-
-from dlmsd.client.channel import Channel, Request
+from dlmsd.client.channel import (
+    Channel,
+    Request,
+    after_counter_read,
+    public_association,
+    session_failures,
+)
 from dlmsd.client.errors import (
     ClientError,
     ConnectionClosed,
     ConnectionFailed,
-    ProtocolViolation,
     ServiceError,
     TimeoutError,
 )
@@ -40,7 +43,6 @@ from dlmsd.client.operations import Operation, Operations, ProfileRows, Register
 from dlmsd.client.targets import Target
 from dlmsd.client.transport import (
     DEFAULT_PHYSICAL_ADDRESS,
-    PUBLIC_CLIENT,
     ClientTransport,
     HdlcTransport,
     WrapperTransport,
@@ -52,7 +54,6 @@ from dlmsd.protocol.association import (
     DEFAULT_FRAME_COUNTER,
     Ciphering,
     ClientSettings,
-    next_invocation_counter,
 )
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.client import ClientConnection, ClientState
@@ -291,34 +292,18 @@ class Session:
 
     def _open(self) -> None:
         """Bring the link up and associate."""
-        try:
+        with session_failures(self._channel, self._break, opening=True):
             opening = self._channel.open_link()
             if opening:
                 self._link.write(opening)
                 self._wait(lambda: True if self._channel.link_up() else None)
             self._run_unchecked(self._ops.associate())
-        except ClientError:
-            self._break()
-            raise
-        except DlmsError as error:
-            self._break()
-            raise ProtocolViolation(f"bad answer from the meter: {error}") from None
 
     def _run(self, operation: Operation[T]) -> T:
         if self._closed:
             raise ClientError("the session is closed")
-        try:
+        with session_failures(self._channel, self._break):
             return self._run_unchecked(operation)
-        except ServiceError:
-            if self._channel.connection.state is ClientState.FAILED:
-                self._break()
-            raise
-        except ClientError:
-            self._break()
-            raise
-        except DlmsError as error:
-            self._break()
-            raise ProtocolViolation(f"bad answer from the meter: {error}") from None
 
     def _run_unchecked(self, operation: Operation[T]) -> T:
         try:
@@ -444,10 +429,7 @@ class Client:
             transport = self._make_transport(settings)
             if self.invocation_counter_obis is not None and settings.ciphering != Ciphering.NONE:
                 counter = self._read_counter(link, transport, self.invocation_counter_obis)
-                settings = attrs.evolve(
-                    settings, invocation_counter=next_invocation_counter(counter)
-                )
-                transport.reassign(settings.client_sap)
+                settings = after_counter_read(settings, transport, counter)
             session = self._start(link, transport, settings)
             try:
                 yield session
@@ -466,11 +448,7 @@ class Client:
             link.close()
 
     def _read_counter(self, link: Link, transport: ClientTransport, obis: Obis | str) -> int:
-        public = ClientSettings(
-            client_sap=PUBLIC_CLIENT, server_logical_device=self.settings.server_logical_device
-        )
-        transport.reassign(PUBLIC_CLIENT)
-        session = self._start(link, transport, public)
+        session = self._start(link, transport, public_association(self.settings, transport))
         try:
             return session.read_invocation_counter(obis)
         finally:

@@ -17,10 +17,16 @@ peer drops raises a :class:`~dlmsd.client.errors.ClientError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from dlmsd.client.transport import ClientTransport
-from dlmsd.protocol.client import ClientConnection, ClientEvent
+import attrs
+
+from dlmsd.client.errors import ClientError, ProtocolViolation, ServiceError
+from dlmsd.client.transport import PUBLIC_CLIENT, ClientTransport
+from dlmsd.protocol.association import ClientSettings, next_invocation_counter
+from dlmsd.protocol.client import ClientConnection, ClientEvent, ClientState
+from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.events import NEED_DATA, NeedData
 from dlmsd.protocol.gbt import GeneralBlockTransfer
 
@@ -116,3 +122,48 @@ class Channel:
             for apdu in self.connection.data_to_send():
                 frames.extend(self.transport.frame(apdu))
         return b"".join(frames)
+
+
+@contextmanager
+def session_failures(
+    channel: Channel, drop: Callable[[], object], *, opening: bool = False
+) -> Iterator[None]:
+    """What both drivers do when an exchange fails: `drop` the session, re-raise.
+
+    Bad bytes from the meter become :class:`~dlmsd.client.errors.ProtocolViolation`.
+    A :class:`~dlmsd.client.errors.ServiceError` of a running session (not
+    `opening`) ends it only when the association failed with it: a refused
+    GET leaves the session usable.
+    """
+    try:
+        yield
+    except ServiceError:
+        if opening or channel.connection.state is ClientState.FAILED:
+            drop()
+        raise
+    except ClientError:
+        drop()
+        raise
+    except DlmsError as error:
+        drop()
+        raise ProtocolViolation(f"bad answer from the meter: {error}") from None
+
+
+# The frame counter is read through the public association (client SAP 16),
+# then the real association goes on with the counter after it.
+
+
+def public_association(settings: ClientSettings, transport: ClientTransport) -> ClientSettings:
+    """Settings of the public association to the same logical device; `transport` follows."""
+    transport.reassign(PUBLIC_CLIENT)
+    return ClientSettings(
+        client_sap=PUBLIC_CLIENT, server_logical_device=settings.server_logical_device
+    )
+
+
+def after_counter_read(
+    settings: ClientSettings, transport: ClientTransport, counter: int
+) -> ClientSettings:
+    """`settings` with the invocation counter after `counter`; `transport` back on its SAP."""
+    transport.reassign(settings.client_sap)
+    return attrs.evolve(settings, invocation_counter=next_invocation_counter(counter))

@@ -106,6 +106,27 @@ class ClientTransport(Protocol):
         """Frames that let the peer go on sending (HDLC: an RR poll; the wrapper: none)."""
 
 
+class _WrapperInput:
+    """Wrapper frames in, from a TCP stream or from UDP datagrams (one frame each)."""
+
+    def __init__(self, datagram: bool, max_apdu_length: int) -> None:
+        self._datagram = datagram
+        self._max_apdu_length = max_apdu_length
+        self._decoder = WrapperStreamDecoder(max_apdu_length)
+        self._datagrams: deque[WrapperFrame] = deque()
+
+    def receive_data(self, data: bytes) -> None:
+        if self._datagram:
+            self._datagrams.append(decode_datagram(data, self._max_apdu_length))
+        else:
+            self._decoder.receive_data(data)
+
+    def next_frame(self) -> WrapperFrame | NeedData:
+        if self._datagram:
+            return self._datagrams.popleft() if self._datagrams else NEED_DATA
+        return self._decoder.next_event()
+
+
 class WrapperTransport:
     """Client end of the IEC 62056-47 wrapper, on a TCP stream or as UDP datagrams.
 
@@ -123,10 +144,7 @@ class WrapperTransport:
     ) -> None:
         self.client_wport = client_wport
         self.server_wport = server_wport
-        self._datagram = datagram
-        self._max_apdu_length = max_apdu_length
-        self._decoder = WrapperStreamDecoder(max_apdu_length)
-        self._datagrams: deque[WrapperFrame] = deque()
+        self._input = _WrapperInput(datagram, max_apdu_length)
         self.ignored_frames = 0
 
     @property
@@ -144,19 +162,11 @@ class WrapperTransport:
         return [WrapperFrame(self.client_wport, self.server_wport, apdu).to_bytes()]
 
     def receive_data(self, data: bytes) -> None:
-        if self._datagram:
-            self._datagrams.append(decode_datagram(data, self._max_apdu_length))
-        else:
-            self._decoder.receive_data(data)
+        self._input.receive_data(data)
 
     def next_apdu(self) -> bytes | NeedData:
         while True:
-            if self._datagram:
-                if not self._datagrams:
-                    return NEED_DATA
-                frame: WrapperFrame | NeedData = self._datagrams.popleft()
-            else:
-                frame = self._decoder.next_event()
+            frame = self._input.next_frame()
             if frame is NEED_DATA:
                 return NEED_DATA
             if (
@@ -325,27 +335,16 @@ class WrapperServerTransport:
         max_apdu_length: int = MAX_APDU_LENGTH,
     ) -> None:
         self.server_wport = server_wport
-        self._datagram = datagram
-        self._max_apdu_length = max_apdu_length
-        self._decoder = WrapperStreamDecoder(max_apdu_length)
-        self._datagrams: deque[WrapperFrame] = deque()
+        self._input = _WrapperInput(datagram, max_apdu_length)
         #: The client wPort of the last APDU returned: answers go there.
         self.client_address = PUBLIC_CLIENT
 
     def receive_data(self, data: bytes) -> None:
-        if self._datagram:
-            self._datagrams.append(decode_datagram(data, self._max_apdu_length))
-        else:
-            self._decoder.receive_data(data)
+        self._input.receive_data(data)
 
     def next_apdu(self) -> bytes | NeedData:
         while True:
-            if self._datagram:
-                if not self._datagrams:
-                    return NEED_DATA
-                frame: WrapperFrame | NeedData = self._datagrams.popleft()
-            else:
-                frame = self._decoder.next_event()
+            frame = self._input.next_frame()
             if frame is NEED_DATA:
                 return NEED_DATA
             if frame.destination_wport == self.server_wport:

@@ -24,25 +24,29 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from dlmsd.client.blocking import Progress, TransportName, make_transport
-from dlmsd.client.channel import Channel, Request
+from dlmsd.client.channel import (
+    Channel,
+    Request,
+    after_counter_read,
+    public_association,
+    session_failures,
+)
 from dlmsd.client.errors import (
     ClientError,
     ConnectionClosed,
     ConnectionFailed,
-    ProtocolViolation,
     ServiceError,
     TimeoutError,
 )
 from dlmsd.client.operations import Operation, Operations, ProfileRows, RegisterReading
 from dlmsd.client.targets import Target
-from dlmsd.client.transport import DEFAULT_PHYSICAL_ADDRESS, PUBLIC_CLIENT, ClientTransport
+from dlmsd.client.transport import DEFAULT_PHYSICAL_ADDRESS, ClientTransport
 from dlmsd.cosem.objects import ObjectListEntry
 from dlmsd.protocol.apdus.common import SelectiveAccess
 from dlmsd.protocol.apdus.errors import DataAccessResult
@@ -50,7 +54,6 @@ from dlmsd.protocol.association import (
     DEFAULT_FRAME_COUNTER,
     Ciphering,
     ClientSettings,
-    next_invocation_counter,
 )
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.client import ClientConnection, ClientState
@@ -348,34 +351,18 @@ class TwistedSession:
     async def _open(self) -> None:
         driver = self._driver
         driver.channel = self._channel
-        try:
+        with session_failures(self._channel, self._break, opening=True):
             opening = self._channel.open_link()
             if opening:
                 driver.write(opening)
                 await driver.wait(lambda: True if self._channel.link_up() else None)
             await self._run_unchecked(self._ops.associate())
-        except ClientError:
-            self._break()
-            raise
-        except DlmsError as error:
-            self._break()
-            raise ProtocolViolation(f"bad answer from the meter: {error}") from None
 
     async def _run(self, operation: Operation[T]) -> T:
         if self._closed:
             raise ClientError("the session is closed")
-        try:
+        with session_failures(self._channel, self._break):
             return await self._run_unchecked(operation)
-        except ServiceError:
-            if self._channel.connection.state is ClientState.FAILED:
-                self._break()
-            raise
-        except ClientError:
-            self._break()
-            raise
-        except DlmsError as error:
-            self._break()
-            raise ProtocolViolation(f"bad answer from the meter: {error}") from None
 
     async def _run_unchecked(self, operation: Operation[T]) -> T:
         try:
@@ -414,18 +401,14 @@ async def open_session(
 ) -> TwistedSession:
     """Associate over a connected driver (after a public association for the IC, if asked)."""
     if invocation_counter_obis is not None and settings.ciphering != Ciphering.NONE:
-        public = ClientSettings(
-            client_sap=PUBLIC_CLIENT, server_logical_device=settings.server_logical_device
-        )
-        transport.reassign(PUBLIC_CLIENT)
+        public = public_association(settings, transport)
         first = TwistedSession(driver, Channel(transport, ClientConnection(public)))
         await first._open()
         try:
             counter = await first.read_invocation_counter(invocation_counter_obis)
         finally:
             await first.close(drop_link=False)
-        settings = attrs.evolve(settings, invocation_counter=next_invocation_counter(counter))
-        transport.reassign(settings.client_sap)
+        settings = after_counter_read(settings, transport, counter)
     session = TwistedSession(
         driver, Channel(transport, ClientConnection(settings, challenge_source))
     )

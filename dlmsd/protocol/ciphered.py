@@ -24,7 +24,7 @@ their values without validators.
 from __future__ import annotations
 
 import enum
-from typing import TypeAlias
+from typing import ClassVar, Self, TypeAlias
 
 import attrs
 
@@ -274,13 +274,11 @@ def _decode_general(buf: bytes, tag: int, name: str) -> tuple[bytes, int, int, b
 
 
 @attrs.frozen(slots=True)
-class GeneralGloCiphering:
-    """general-glo-ciphering (219): the usual envelope of encrypted pushes.
+class _GeneralCiphering:
+    """The body general-glo- and general-ded-ciphering share; only the tag differs."""
 
-    ``system_title`` is the sender's (it forms the IV); some meters send it empty.
-    """
-
-    TAG = GeneralCipheringTag.GENERAL_GLO_CIPHERING
+    TAG: ClassVar[GeneralCipheringTag]
+    NAME: ClassVar[str]
 
     system_title: bytes
     security_control: int
@@ -288,9 +286,9 @@ class GeneralGloCiphering:
     payload: bytes
 
     @classmethod
-    def from_bytes(cls, buf: bytes) -> GeneralGloCiphering:
+    def from_bytes(cls, buf: bytes) -> Self:
         """Decode one complete APDU."""
-        return cls(*_decode_general(buf, cls.TAG, "general-glo-ciphering"))
+        return cls(*_decode_general(buf, cls.TAG, cls.NAME))
 
     def to_bytes(self) -> bytes:
         """Encode, shortest length forms."""
@@ -302,28 +300,22 @@ class GeneralGloCiphering:
 
 
 @attrs.frozen(slots=True)
-class GeneralDedCiphering:
+class GeneralGloCiphering(_GeneralCiphering):
+    """general-glo-ciphering (219): the usual envelope of encrypted pushes.
+
+    ``system_title`` is the sender's (it forms the IV); some meters send it empty.
+    """
+
+    TAG = GeneralCipheringTag.GENERAL_GLO_CIPHERING
+    NAME = "general-glo-ciphering"
+
+
+@attrs.frozen(slots=True)
+class GeneralDedCiphering(_GeneralCiphering):
     """general-ded-ciphering (220): as general-glo, protected with the dedicated key."""
 
     TAG = GeneralCipheringTag.GENERAL_DED_CIPHERING
-
-    system_title: bytes
-    security_control: int
-    invocation_counter: int
-    payload: bytes
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> GeneralDedCiphering:
-        """Decode one complete APDU."""
-        return cls(*_decode_general(buf, cls.TAG, "general-ded-ciphering"))
-
-    def to_bytes(self) -> bytes:
-        """Encode, shortest length forms."""
-        return (
-            bytes((self.TAG,))
-            + _encode_octets(self.system_title)
-            + _encode_content(self.security_control, self.invocation_counter, self.payload)
-        )
+    NAME = "general-ded-ciphering"
 
 
 @attrs.frozen(slots=True)

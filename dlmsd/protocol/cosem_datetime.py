@@ -143,8 +143,34 @@ def _pack_time(
     )
 
 
+class _RawCosemValue:
+    """What the three COSEM time types share: the raw bytes, the JSON form, the repr."""
+
+    __slots__ = ()
+    raw: bytes
+
+    @property
+    def fields(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def _python_value(self) -> date | time | None:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return self.raw
+
+    def to_json(self) -> dict[str, object]:
+        """``{"value": ISO text or the fields dict, "hex": raw}``."""
+        value = self._python_value()
+        shown: object = value.isoformat() if value is not None else self.fields
+        return {"value": shown, "hex": self.raw.hex()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.raw.hex()}: {self.fields})"
+
+
 @attrs.frozen(slots=True, repr=False)
-class CosemDateTime:
+class CosemDateTime(_RawCosemValue):
     """A 12-byte COSEM date-time, kept raw so it re-encodes exactly."""
 
     raw: bytes = attrs.field(validator=_validate_raw(12, "date-time"))
@@ -219,9 +245,6 @@ class CosemDateTime:
             deviation,
             int(clock_status),
         )
-
-    def to_bytes(self) -> bytes:
-        return self.raw
 
     @property
     def year(self) -> int:
@@ -316,18 +339,12 @@ class CosemDateTime:
             out["clock_status"] = raw[11]
         return out
 
-    def to_json(self) -> dict[str, object]:
-        """``{"value": ISO text or fields dict, "hex": raw}``."""
-        dt = self.to_datetime()
-        value: object = dt.isoformat() if dt is not None else self.fields
-        return {"value": value, "hex": self.raw.hex()}
-
-    def __repr__(self) -> str:
-        return f"CosemDateTime({self.raw.hex()}: {self.fields})"
+    def _python_value(self) -> date | time | None:
+        return self.to_datetime()
 
 
 @attrs.frozen(slots=True, repr=False)
-class CosemDate:
+class CosemDate(_RawCosemValue):
     """A 5-byte COSEM date, kept raw so it re-encodes exactly."""
 
     raw: bytes = attrs.field(validator=_validate_raw(5, "date"))
@@ -354,9 +371,6 @@ class CosemDate:
         """Encode a Python date (weekday 1 = Monday, or 0xFF if not wanted)."""
         weekday = value.isoweekday() if with_weekday else None
         return cls.from_fields(value.year, value.month, value.day, weekday)
-
-    def to_bytes(self) -> bytes:
-        return self.raw
 
     @property
     def year(self) -> int:
@@ -395,18 +409,12 @@ class CosemDate:
         _date_fields(self.raw, out)
         return out
 
-    def to_json(self) -> dict[str, object]:
-        """``{"value": ISO date or fields dict, "hex": raw}``."""
-        day = _to_date(self.raw)
-        value: object = day.isoformat() if day is not None else self.fields
-        return {"value": value, "hex": self.raw.hex()}
-
-    def __repr__(self) -> str:
-        return f"CosemDate({self.raw.hex()}: {self.fields})"
+    def _python_value(self) -> date | time | None:
+        return _to_date(self.raw)
 
 
 @attrs.frozen(slots=True, repr=False)
-class CosemTime:
+class CosemTime(_RawCosemValue):
     """A 4-byte COSEM time, kept raw so it re-encodes exactly."""
 
     raw: bytes = attrs.field(validator=_validate_raw(4, "time"))
@@ -432,9 +440,6 @@ class CosemTime:
     def from_time(cls, value: time) -> CosemTime:
         """Encode a Python time (microseconds truncated to hundredths)."""
         return cls.from_fields(value.hour, value.minute, value.second, value.microsecond // 10_000)
-
-    def to_bytes(self) -> bytes:
-        return self.raw
 
     @property
     def hour(self) -> int:
@@ -468,14 +473,8 @@ class CosemTime:
         _time_fields(self.raw, out)
         return out
 
-    def to_json(self) -> dict[str, object]:
-        """``{"value": ISO time or fields dict, "hex": raw}``."""
-        clock = _to_time(self.raw)
-        value: object = clock.isoformat() if clock is not None else self.fields
-        return {"value": value, "hex": self.raw.hex()}
-
-    def __repr__(self) -> str:
-        return f"CosemTime({self.raw.hex()}: {self.fields})"
+    def _python_value(self) -> date | time | None:
+        return _to_time(self.raw)
 
 
 # Hot-path constructors: skip the validating __init__ when the caller already

@@ -164,6 +164,27 @@ def rejected(service: DaemonService, reason: str) -> float:
     return metric(service, "dlmsd_pushes_rejected_total", reason=reason)
 
 
+def connect_tcp(port: int) -> socket.socket:
+    """A non-blocking client connection to a listener on localhost."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+def fail_once(real: Callable[[Any], None], error: Exception) -> Callable[[Any], None]:
+    """`real`, except that its first call raises `error` (an injected fault)."""
+    calls = 0
+
+    def wrapper(argument: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise error
+        real(argument)
+
+    return wrapper
+
+
 def send_udp(port: int, *datagrams: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for datagram in datagrams:
@@ -686,15 +707,7 @@ async def test_a_bug_in_the_pipeline_is_logged_counted_and_serving_goes_on(
 ) -> None:
     setup = make_setup(tmp_path, udp={})
     service = start(setup)
-    real_stage = service.state.stage
-    calls = {"n": 0}
-
-    def failing_once(item: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected fault")
-        real_stage(item)
-
+    failing_once = fail_once(service.state.stage, RuntimeError("injected fault"))
     monkeypatch.setattr(service.state, "stage", failing_once)
     try:
         with LogCapture() as logs:
@@ -716,15 +729,7 @@ async def test_a_failed_commit_accepts_nothing_and_the_push_can_come_again(
 
     setup = make_setup(tmp_path, udp={})
     service = start(setup)
-    real_write = service.state._write
-    calls = {"n": 0}
-
-    def failing_once(items: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise StateError("disk full (injected)")
-        real_write(items)
-
+    failing_once = fail_once(service.state._write, StateError("disk full (injected)"))
     monkeypatch.setattr(service.state, "_write", failing_once)
     try:
         port = port_of(service, "udp")

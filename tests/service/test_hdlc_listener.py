@@ -4,7 +4,6 @@ for the HAN/P1 port: `SerialPort` opens the pty's slave side like any tty)."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest_twisted
@@ -26,6 +25,9 @@ from tests.service.test_daemon import (
     stop,
     wait_until,
 )
+from tests.service.test_daemon import (
+    connect_tcp as connect,
+)
 from tests.vectors import by_kind
 
 # Norwegian HAN style plaintext push in one UI frame (dlms-cosem
@@ -37,12 +39,6 @@ HAN_TITLE = "4E4F48414E000001"  # what the serial listener's config names the me
 
 def han_meter(security: str = '["none"]') -> str:
     return f'\n[meters.{HAN_TITLE}]\nname = "han-meter"\nsecurity = {security}\n'
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
 
 
 # --- HDLC over TCP -----------------------------------------------------------------

@@ -16,6 +16,9 @@ from dlmsd.service.config import TcpListenerConfig
 from dlmsd.service.maker import DaemonService
 from dlmsd.service.tcp import WrapperPushFactory
 from tests.service.test_daemon import (
+    connect_tcp as connect,
+)
+from tests.service.test_daemon import (
     make_setup,
     metric,
     now,
@@ -27,12 +30,6 @@ from tests.service.test_daemon import (
     vector_bytes,
     wait_until,
 )
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
 
 
 def is_closed(sock: socket.socket) -> bool:

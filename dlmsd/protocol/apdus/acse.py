@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
 import attrs
 
@@ -622,9 +622,54 @@ def _release_reason(f: _Fields, reason_type: type[_E]) -> _E | None:
     return reason_type(_enum_value(reason_type, value, "release reason", span[0]))
 
 
+class _ReleaseApdu:
+    """Codec RLRQ and RLRE share: same fields, only the tag and the reason enum differ."""
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    NAME: ClassVar[str]
+    REASON: ClassVar[type[enum.IntEnum]]
+
+    reason: enum.IntEnum | None
+    user_information: bytes | None
+    unknown_fields: tuple[BerField, ...]
+
+    if TYPE_CHECKING:  # attrs writes the subclasses' __init__
+
+        def __init__(
+            self,
+            *,
+            reason: enum.IntEnum | None = None,
+            user_information: bytes | None = None,
+            unknown_fields: Iterable[BerField] = (),
+        ) -> None: ...
+
+    def to_bytes(self) -> bytes:
+        """BER encoding."""
+        fields = (
+            _encode_reason(_RELEASE_REASON, self.reason),
+            _encode_octets(_USER_INFORMATION, self.user_information),
+        )
+        return _encode_apdu(self.TAG, fields, self.unknown_fields, _RELEASE_FIELDS, self.NAME)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> Self:
+        """Decode one complete APDU; trailing bytes are an error."""
+        f = _Fields(bytes(buf), cls.TAG, cls.NAME, _RELEASE_FIELDS)
+        return cls(
+            reason=_release_reason(f, cls.REASON),
+            user_information=f.optional(_USER_INFORMATION, _decode_octets),
+            unknown_fields=f.unknown,
+        )
+
+
 @attrs.frozen(slots=True, kw_only=True)
-class RLRQ:
+class RLRQ(_ReleaseApdu):
     """A-RELEASE request (tag 0x62); user-information may carry a (ciphered) InitiateRequest."""
+
+    TAG: ClassVar[int] = RLRQ_TAG
+    NAME: ClassVar[str] = "RLRQ"
+    REASON: ClassVar[type[enum.IntEnum]] = ReleaseRequestReason
 
     reason: ReleaseRequestReason | None = None
     user_information: bytes | None = None
@@ -635,28 +680,14 @@ class RLRQ:
         """The plain InitiateRequest in user-information, or None."""
         return _plain_initiate_request(self.user_information)
 
-    def to_bytes(self) -> bytes:
-        """BER encoding."""
-        fields = (
-            _encode_reason(_RELEASE_REASON, self.reason),
-            _encode_octets(_USER_INFORMATION, self.user_information),
-        )
-        return _encode_apdu(RLRQ_TAG, fields, self.unknown_fields, _RELEASE_FIELDS, "RLRQ")
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> RLRQ:
-        """Decode one complete RLRQ; trailing bytes are an error."""
-        f = _Fields(bytes(buf), RLRQ_TAG, "RLRQ", _RELEASE_FIELDS)
-        return cls(
-            reason=_release_reason(f, ReleaseRequestReason),
-            user_information=f.optional(_USER_INFORMATION, _decode_octets),
-            unknown_fields=f.unknown,
-        )
-
 
 @attrs.frozen(slots=True, kw_only=True)
-class RLRE:
+class RLRE(_ReleaseApdu):
     """A-RELEASE response (tag 0x63); user-information may carry a (ciphered) InitiateResponse."""
+
+    TAG: ClassVar[int] = RLRE_TAG
+    NAME: ClassVar[str] = "RLRE"
+    REASON: ClassVar[type[enum.IntEnum]] = ReleaseResponseReason
 
     reason: ReleaseResponseReason | None = None
     user_information: bytes | None = None
@@ -666,21 +697,3 @@ class RLRE:
     def initiate_response(self) -> InitiateResponse | None:
         """The plain InitiateResponse in user-information, or None."""
         return _plain_initiate_response(self.user_information)
-
-    def to_bytes(self) -> bytes:
-        """BER encoding."""
-        fields = (
-            _encode_reason(_RELEASE_REASON, self.reason),
-            _encode_octets(_USER_INFORMATION, self.user_information),
-        )
-        return _encode_apdu(RLRE_TAG, fields, self.unknown_fields, _RELEASE_FIELDS, "RLRE")
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> RLRE:
-        """Decode one complete RLRE; trailing bytes are an error."""
-        f = _Fields(bytes(buf), RLRE_TAG, "RLRE", _RELEASE_FIELDS)
-        return cls(
-            reason=_release_reason(f, ReleaseResponseReason),
-            user_information=f.optional(_USER_INFORMATION, _decode_octets),
-            unknown_fields=f.unknown,
-        )

@@ -21,27 +21,28 @@ from typing import ClassVar
 import attrs
 
 from dlmsd.protocol.apdus.common import (
+    BlockNumberApdu,
     CosemMethodDescriptor,
+    DataBlockSaApdu,
+    FromBytes,
     WithInvoke,
     check_choice,
     check_end,
-    check_header,
+    decode_choice,
     encode_datablock_sa,
     encode_header,
     encode_sequence_of,
-    pack_u32,
     read_data,
     read_datablock_sa,
     read_enum,
     read_method_descriptor,
+    read_method_list,
     read_presence,
     read_sequence_of,
-    read_u32,
 )
 from dlmsd.protocol.apdus.errors import ActionResult
 from dlmsd.protocol.apdus.get import GetDataResult, encode_get_data_result, read_get_data_result
 from dlmsd.protocol.axdr import Data, encode_data
-from dlmsd.protocol.errors import UnknownTagError
 
 ACTION_REQUEST_TAG = 0xC3
 ACTION_RESPONSE_TAG = 0xC7
@@ -110,26 +111,15 @@ class ActionRequestNormal(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class ActionRequestNextPBlock(WithInvoke):
+class ActionRequestNextPBlock(BlockNumberApdu):
     """Ask for the next block of a long action response (acks `block_number`)."""
 
     TAG: ClassVar[int] = ACTION_REQUEST_TAG
     CHOICE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "action-request-next-pblock"
 
     invoke_id_and_priority: int
     block_number: int
-
-    def to_bytes(self) -> bytes:
-        return encode_header(self.TAG, self.CHOICE, self.invoke_id_and_priority) + pack_u32(
-            self.block_number, "block number"
-        )
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> ActionRequestNextPBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "action-request-next-pblock")
-        block_number, offset = read_u32(buf, 3, "block number")
-        check_end(buf, offset, "action-request-next-pblock")
-        return cls(buf[2], block_number)
 
 
 @attrs.frozen(slots=True)
@@ -153,9 +143,7 @@ class ActionRequestWithList(WithInvoke):
     @classmethod
     def from_bytes(cls, buf: bytes) -> ActionRequestWithList:
         check_choice(buf, cls.TAG, cls.CHOICE, "action-request-with-list")
-        methods, offset = read_sequence_of(
-            buf, 3, read_method_descriptor, "cosem-method-descriptor-list", 9
-        )
+        methods, offset = read_method_list(buf, 3)
         parameters, offset = read_sequence_of(
             buf, offset, read_data, "method-invocation-parameters"
         )
@@ -215,37 +203,24 @@ class ActionRequestWithListAndFirstPBlock(WithInvoke):
     @classmethod
     def from_bytes(cls, buf: bytes) -> ActionRequestWithListAndFirstPBlock:
         check_choice(buf, cls.TAG, cls.CHOICE, "action-request-with-list-and-first-pblock")
-        methods, offset = read_sequence_of(
-            buf, 3, read_method_descriptor, "cosem-method-descriptor-list", 9
-        )
+        methods, offset = read_method_list(buf, 3)
         last_block, block_number, raw_data, offset = read_datablock_sa(buf, offset)
         check_end(buf, offset, "action-request-with-list-and-first-pblock")
         return cls(buf[2], methods, last_block, block_number, raw_data)
 
 
 @attrs.frozen(slots=True)
-class ActionRequestWithPBlock(WithInvoke):
+class ActionRequestWithPBlock(DataBlockSaApdu):
     """A following block of a long action's parameters."""
 
     TAG: ClassVar[int] = ACTION_REQUEST_TAG
     CHOICE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "action-request-with-pblock"
 
     invoke_id_and_priority: int
     last_block: bool
     block_number: int
     raw_data: bytes
-
-    def to_bytes(self) -> bytes:
-        return encode_header(
-            self.TAG, self.CHOICE, self.invoke_id_and_priority
-        ) + encode_datablock_sa(self.last_block, self.block_number, self.raw_data)
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> ActionRequestWithPBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "action-request-with-pblock")
-        last_block, block_number, raw_data, offset = read_datablock_sa(buf, 3)
-        check_end(buf, offset, "action-request-with-pblock")
-        return cls(buf[2], last_block, block_number, raw_data)
 
 
 ActionRequest = (
@@ -257,7 +232,7 @@ ActionRequest = (
     | ActionRequestWithPBlock
 )
 
-_ACTION_REQUESTS: dict[int, type[ActionRequest]] = {
+_ACTION_REQUESTS: dict[int, FromBytes[ActionRequest]] = {
     1: ActionRequestNormal,
     2: ActionRequestNextPBlock,
     3: ActionRequestWithList,
@@ -269,11 +244,7 @@ _ACTION_REQUESTS: dict[int, type[ActionRequest]] = {
 
 def decode_action_request(buf: bytes) -> ActionRequest:
     """Decode a complete ACTION-Request APDU (tag 0xC3) of any choice."""
-    check_header(buf, ACTION_REQUEST_TAG, "action-request")
-    cls = _ACTION_REQUESTS.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined action-request choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, ACTION_REQUEST_TAG, _ACTION_REQUESTS, "action-request")
 
 
 # --- responses --------------------------------------------------------------
@@ -305,28 +276,17 @@ class ActionResponseNormal(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class ActionResponseWithPBlock(WithInvoke):
+class ActionResponseWithPBlock(DataBlockSaApdu):
     """One block of a long action response."""
 
     TAG: ClassVar[int] = ACTION_RESPONSE_TAG
     CHOICE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "action-response-with-pblock"
 
     invoke_id_and_priority: int
     last_block: bool
     block_number: int
     raw_data: bytes
-
-    def to_bytes(self) -> bytes:
-        return encode_header(
-            self.TAG, self.CHOICE, self.invoke_id_and_priority
-        ) + encode_datablock_sa(self.last_block, self.block_number, self.raw_data)
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> ActionResponseWithPBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "action-response-with-pblock")
-        last_block, block_number, raw_data, offset = read_datablock_sa(buf, 3)
-        check_end(buf, offset, "action-response-with-pblock")
-        return cls(buf[2], last_block, block_number, raw_data)
 
 
 @attrs.frozen(slots=True)
@@ -353,26 +313,15 @@ class ActionResponseWithList(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class ActionResponseNextPBlock(WithInvoke):
+class ActionResponseNextPBlock(BlockNumberApdu):
     """Acknowledges block `block_number` of a long action request; send the next."""
 
     TAG: ClassVar[int] = ACTION_RESPONSE_TAG
     CHOICE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "action-response-next-pblock"
 
     invoke_id_and_priority: int
     block_number: int
-
-    def to_bytes(self) -> bytes:
-        return encode_header(self.TAG, self.CHOICE, self.invoke_id_and_priority) + pack_u32(
-            self.block_number, "block number"
-        )
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> ActionResponseNextPBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "action-response-next-pblock")
-        block_number, offset = read_u32(buf, 3, "block number")
-        check_end(buf, offset, "action-response-next-pblock")
-        return cls(buf[2], block_number)
 
 
 ActionResponse = (
@@ -382,7 +331,7 @@ ActionResponse = (
     | ActionResponseNextPBlock
 )
 
-_ACTION_RESPONSES: dict[int, type[ActionResponse]] = {
+_ACTION_RESPONSES: dict[int, FromBytes[ActionResponse]] = {
     1: ActionResponseNormal,
     2: ActionResponseWithPBlock,
     3: ActionResponseWithList,
@@ -392,8 +341,4 @@ _ACTION_RESPONSES: dict[int, type[ActionResponse]] = {
 
 def decode_action_response(buf: bytes) -> ActionResponse:
     """Decode a complete ACTION-Response APDU (tag 0xC7) of any choice."""
-    check_header(buf, ACTION_RESPONSE_TAG, "action-response")
-    cls = _ACTION_RESPONSES.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined action-response choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, ACTION_RESPONSE_TAG, _ACTION_RESPONSES, "action-response")

@@ -12,8 +12,8 @@ GET/SET/ACTION/notification codecs of this package.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeVar
 
 import attrs
 
@@ -22,6 +22,7 @@ from dlmsd.protocol.errors import DecodeError, EncodeError, TruncatedError, Unkn
 from dlmsd.protocol.obis import Obis
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 _U16_OBIS_I8 = struct.Struct(">H6Bb")
 _U32 = struct.Struct(">I")
@@ -140,6 +141,74 @@ class WithInvoke:
     @property
     def invoke(self) -> InvokeIdAndPriority:
         return InvokeIdAndPriority(self.invoke_id_and_priority)
+
+
+class BlockNumberApdu(WithInvoke):
+    """Mixin of the APDUs whose body is only a block number (GET next, SET/ACTION acks).
+
+    Subclasses declare the fields ``invoke_id_and_priority`` and ``block_number``
+    and the class variables TAG, CHOICE and NAME (used in error messages).
+    """
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    CHOICE: ClassVar[int]
+    NAME: ClassVar[str]
+    block_number: int
+
+    if TYPE_CHECKING:  # attrs writes the subclasses' __init__
+
+        def __init__(self, invoke_id_and_priority: int, block_number: int) -> None: ...
+
+    def to_bytes(self) -> bytes:
+        return encode_header(self.TAG, self.CHOICE, self.invoke_id_and_priority) + pack_u32(
+            self.block_number, "block number"
+        )
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> Self:
+        check_choice(buf, cls.TAG, cls.CHOICE, cls.NAME)
+        block_number, offset = read_u32(buf, 3, "block number")
+        check_end(buf, offset, cls.NAME)
+        return cls(buf[2], block_number)
+
+
+class DataBlockSaApdu(WithInvoke):
+    """Mixin of the APDUs whose body is only a DataBlock-SA (SET/ACTION following blocks).
+
+    Subclasses declare the fields ``invoke_id_and_priority``, ``last_block``,
+    ``block_number`` and ``raw_data`` and the class variables TAG, CHOICE and NAME.
+    """
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    CHOICE: ClassVar[int]
+    NAME: ClassVar[str]
+    last_block: bool
+    block_number: int
+    raw_data: bytes
+
+    if TYPE_CHECKING:  # attrs writes the subclasses' __init__
+
+        def __init__(
+            self,
+            invoke_id_and_priority: int,
+            last_block: bool,
+            block_number: int,
+            raw_data: bytes,
+        ) -> None: ...
+
+    def to_bytes(self) -> bytes:
+        return encode_header(
+            self.TAG, self.CHOICE, self.invoke_id_and_priority
+        ) + encode_datablock_sa(self.last_block, self.block_number, self.raw_data)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> Self:
+        check_choice(buf, cls.TAG, cls.CHOICE, cls.NAME)
+        last_block, block_number, raw_data, offset = read_datablock_sa(buf, 3)
+        check_end(buf, offset, cls.NAME)
+        return cls(buf[2], last_block, block_number, raw_data)
 
 
 @attrs.frozen(slots=True)
@@ -352,6 +421,19 @@ def read_attribute_with_selection(buf: bytes, offset: int) -> tuple[AttributeWit
     return AttributeWithSelection(attribute, access), offset
 
 
+def read_attribute_list(buf: bytes, offset: int) -> tuple[tuple[AttributeWithSelection, ...], int]:
+    """SEQUENCE OF Cosem-Attribute-Descriptor-With-Selection (the *-with-list requests)."""
+    # 9 descriptor bytes + the access-selection presence byte per item
+    return read_sequence_of(
+        buf, offset, read_attribute_with_selection, "attribute-descriptor-list", 10
+    )
+
+
+def read_method_list(buf: bytes, offset: int) -> tuple[tuple[CosemMethodDescriptor, ...], int]:
+    """SEQUENCE OF Cosem-Method-Descriptor (the ACTION *-with-list requests)."""
+    return read_sequence_of(buf, offset, read_method_descriptor, "cosem-method-descriptor-list", 9)
+
+
 def read_sequence_of(
     buf: bytes,
     offset: int,
@@ -405,3 +487,18 @@ def check_end(buf: bytes, offset: int, what: str) -> None:
     """Complete APDUs end where their last field does."""
     if offset != len(buf):
         raise DecodeError(f"{len(buf) - offset} trailing bytes after {what}", offset)
+
+
+class FromBytes(Protocol[T_co]):
+    """Anything with ``from_bytes(buf)``: the APDU classes of a choice table."""
+
+    def from_bytes(self, buf: bytes, /) -> T_co: ...
+
+
+def decode_choice(buf: bytes, tag: int, choices: Mapping[int, FromBytes[T]], what: str) -> T:
+    """Decode a complete APDU of `tag` with the class its choice byte selects."""
+    check_header(buf, tag, what)
+    cls = choices.get(buf[1])
+    if cls is None:
+        raise UnknownTagError(f"undefined {what} choice {buf[1]}", 1)
+    return cls.from_bytes(buf)

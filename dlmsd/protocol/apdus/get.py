@@ -20,12 +20,14 @@ import attrs
 
 from dlmsd.protocol.apdus.common import (
     AttributeWithSelection,
+    BlockNumberApdu,
     CosemAttributeDescriptor,
+    FromBytes,
     SelectiveAccess,
     WithInvoke,
     check_choice,
     check_end,
-    check_header,
+    decode_choice,
     encode_bool,
     encode_header,
     encode_octet_string,
@@ -33,7 +35,7 @@ from dlmsd.protocol.apdus.common import (
     encode_sequence_of,
     pack_u32,
     read_attribute_descriptor,
-    read_attribute_with_selection,
+    read_attribute_list,
     read_bool,
     read_data,
     read_enum,
@@ -101,26 +103,15 @@ class GetRequestNormal(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class GetRequestNext(WithInvoke):
+class GetRequestNext(BlockNumberApdu):
     """Ask for the block after `block_number` of a long GET."""
 
     TAG: ClassVar[int] = GET_REQUEST_TAG
     CHOICE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "get-request-next"
 
     invoke_id_and_priority: int
     block_number: int
-
-    def to_bytes(self) -> bytes:
-        return encode_header(self.TAG, self.CHOICE, self.invoke_id_and_priority) + pack_u32(
-            self.block_number, "block number"
-        )
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> GetRequestNext:
-        check_choice(buf, cls.TAG, cls.CHOICE, "get-request-next")
-        block_number, offset = read_u32(buf, 3, "block number")
-        check_end(buf, offset, "get-request-next")
-        return cls(buf[2], block_number)
 
 
 @attrs.frozen(slots=True)
@@ -141,16 +132,14 @@ class GetRequestWithList(WithInvoke):
     @classmethod
     def from_bytes(cls, buf: bytes) -> GetRequestWithList:
         check_choice(buf, cls.TAG, cls.CHOICE, "get-request-with-list")
-        items, offset = read_sequence_of(
-            buf, 3, read_attribute_with_selection, "attribute-descriptor-list", 10
-        )
+        items, offset = read_attribute_list(buf, 3)
         check_end(buf, offset, "get-request-with-list")
         return cls(buf[2], items)
 
 
 GetRequest = GetRequestNormal | GetRequestNext | GetRequestWithList
 
-_GET_REQUESTS: dict[int, type[GetRequestNormal | GetRequestNext | GetRequestWithList]] = {
+_GET_REQUESTS: dict[int, FromBytes[GetRequest]] = {
     1: GetRequestNormal,
     2: GetRequestNext,
     3: GetRequestWithList,
@@ -159,11 +148,7 @@ _GET_REQUESTS: dict[int, type[GetRequestNormal | GetRequestNext | GetRequestWith
 
 def decode_get_request(buf: bytes) -> GetRequest:
     """Decode a complete GET-Request APDU (tag 0xC0) of any choice."""
-    check_header(buf, GET_REQUEST_TAG, "get-request")
-    cls = _GET_REQUESTS.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined get-request choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, GET_REQUEST_TAG, _GET_REQUESTS, "get-request")
 
 
 # --- responses --------------------------------------------------------------
@@ -262,9 +247,7 @@ class GetResponseWithList(WithInvoke):
 
 GetResponse = GetResponseNormal | GetResponseWithDataBlock | GetResponseWithList
 
-_GET_RESPONSES: dict[
-    int, type[GetResponseNormal | GetResponseWithDataBlock | GetResponseWithList]
-] = {
+_GET_RESPONSES: dict[int, FromBytes[GetResponse]] = {
     1: GetResponseNormal,
     2: GetResponseWithDataBlock,
     3: GetResponseWithList,
@@ -273,8 +256,4 @@ _GET_RESPONSES: dict[
 
 def decode_get_response(buf: bytes) -> GetResponse:
     """Decode a complete GET-Response APDU (tag 0xC4) of any choice."""
-    check_header(buf, GET_RESPONSE_TAG, "get-response")
-    cls = _GET_RESPONSES.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined get-response choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, GET_RESPONSE_TAG, _GET_RESPONSES, "get-response")

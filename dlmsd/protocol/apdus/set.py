@@ -24,19 +24,22 @@ import attrs
 
 from dlmsd.protocol.apdus.common import (
     AttributeWithSelection,
+    BlockNumberApdu,
     CosemAttributeDescriptor,
+    DataBlockSaApdu,
+    FromBytes,
     SelectiveAccess,
     WithInvoke,
     check_choice,
     check_end,
-    check_header,
+    decode_choice,
     encode_datablock_sa,
     encode_header,
     encode_optional_access,
     encode_sequence_of,
     pack_u32,
     read_attribute_descriptor,
-    read_attribute_with_selection,
+    read_attribute_list,
     read_data,
     read_datablock_sa,
     read_enum,
@@ -46,7 +49,6 @@ from dlmsd.protocol.apdus.common import (
 )
 from dlmsd.protocol.apdus.errors import DataAccessResult
 from dlmsd.protocol.axdr import Data, encode_data
-from dlmsd.protocol.errors import UnknownTagError
 
 SET_REQUEST_TAG = 0xC1
 SET_RESPONSE_TAG = 0xC5
@@ -126,28 +128,17 @@ class SetRequestWithFirstDataBlock(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class SetRequestWithDataBlock(WithInvoke):
+class SetRequestWithDataBlock(DataBlockSaApdu):
     """A following block of a long SET."""
 
     TAG: ClassVar[int] = SET_REQUEST_TAG
     CHOICE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "set-request-with-datablock"
 
     invoke_id_and_priority: int
     last_block: bool
     block_number: int
     raw_data: bytes
-
-    def to_bytes(self) -> bytes:
-        return encode_header(
-            self.TAG, self.CHOICE, self.invoke_id_and_priority
-        ) + encode_datablock_sa(self.last_block, self.block_number, self.raw_data)
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> SetRequestWithDataBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "set-request-with-datablock")
-        last_block, block_number, raw_data, offset = read_datablock_sa(buf, 3)
-        check_end(buf, offset, "set-request-with-datablock")
-        return cls(buf[2], last_block, block_number, raw_data)
 
 
 @attrs.frozen(slots=True)
@@ -171,9 +162,7 @@ class SetRequestWithList(WithInvoke):
     @classmethod
     def from_bytes(cls, buf: bytes) -> SetRequestWithList:
         check_choice(buf, cls.TAG, cls.CHOICE, "set-request-with-list")
-        items, offset = read_sequence_of(
-            buf, 3, read_attribute_with_selection, "attribute-descriptor-list", 10
-        )
+        items, offset = read_attribute_list(buf, 3)
         values, offset = read_sequence_of(buf, offset, read_data, "value-list")
         check_end(buf, offset, "set-request-with-list")
         return cls(buf[2], items, values)
@@ -202,9 +191,7 @@ class SetRequestWithListAndFirstDataBlock(WithInvoke):
     @classmethod
     def from_bytes(cls, buf: bytes) -> SetRequestWithListAndFirstDataBlock:
         check_choice(buf, cls.TAG, cls.CHOICE, "set-request-with-list-and-first-datablock")
-        items, offset = read_sequence_of(
-            buf, 3, read_attribute_with_selection, "attribute-descriptor-list", 10
-        )
+        items, offset = read_attribute_list(buf, 3)
         last_block, block_number, raw_data, offset = read_datablock_sa(buf, offset)
         check_end(buf, offset, "set-request-with-list-and-first-datablock")
         return cls(buf[2], items, last_block, block_number, raw_data)
@@ -218,7 +205,7 @@ SetRequest = (
     | SetRequestWithListAndFirstDataBlock
 )
 
-_SET_REQUESTS: dict[int, type[SetRequest]] = {
+_SET_REQUESTS: dict[int, FromBytes[SetRequest]] = {
     1: SetRequestNormal,
     2: SetRequestWithFirstDataBlock,
     3: SetRequestWithDataBlock,
@@ -229,11 +216,7 @@ _SET_REQUESTS: dict[int, type[SetRequest]] = {
 
 def decode_set_request(buf: bytes) -> SetRequest:
     """Decode a complete SET-Request APDU (tag 0xC1) of any choice."""
-    check_header(buf, SET_REQUEST_TAG, "set-request")
-    cls = _SET_REQUESTS.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined set-request choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, SET_REQUEST_TAG, _SET_REQUESTS, "set-request")
 
 
 # --- responses --------------------------------------------------------------
@@ -263,26 +246,15 @@ class SetResponseNormal(WithInvoke):
 
 
 @attrs.frozen(slots=True)
-class SetResponseDataBlock(WithInvoke):
+class SetResponseDataBlock(BlockNumberApdu):
     """Acknowledges block `block_number` of a long SET; send the next one."""
 
     TAG: ClassVar[int] = SET_RESPONSE_TAG
     CHOICE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "set-response-datablock"
 
     invoke_id_and_priority: int
     block_number: int
-
-    def to_bytes(self) -> bytes:
-        return encode_header(self.TAG, self.CHOICE, self.invoke_id_and_priority) + pack_u32(
-            self.block_number, "block number"
-        )
-
-    @classmethod
-    def from_bytes(cls, buf: bytes) -> SetResponseDataBlock:
-        check_choice(buf, cls.TAG, cls.CHOICE, "set-response-datablock")
-        block_number, offset = read_u32(buf, 3, "block number")
-        check_end(buf, offset, "set-response-datablock")
-        return cls(buf[2], block_number)
 
 
 @attrs.frozen(slots=True)
@@ -370,7 +342,7 @@ SetResponse = (
     | SetResponseWithList
 )
 
-_SET_RESPONSES: dict[int, type[SetResponse]] = {
+_SET_RESPONSES: dict[int, FromBytes[SetResponse]] = {
     1: SetResponseNormal,
     2: SetResponseDataBlock,
     3: SetResponseLastDataBlock,
@@ -381,8 +353,4 @@ _SET_RESPONSES: dict[int, type[SetResponse]] = {
 
 def decode_set_response(buf: bytes) -> SetResponse:
     """Decode a complete SET-Response APDU (tag 0xC5) of any choice."""
-    check_header(buf, SET_RESPONSE_TAG, "set-response")
-    cls = _SET_RESPONSES.get(buf[1])
-    if cls is None:
-        raise UnknownTagError(f"undefined set-response choice {buf[1]}", 1)
-    return cls.from_bytes(buf)
+    return decode_choice(buf, SET_RESPONSE_TAG, _SET_RESPONSES, "set-response")
