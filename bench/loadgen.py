@@ -6,6 +6,11 @@ ready and sample them at the same moments as the daemon:
 
 * ``send``: pre-builds valid encrypted pushes of N simulated meters, prints
   ``ready``, waits for ``go`` and sends them over UDP or TCP; prints ``sent N S``.
+* ``send --mode steps``: the same frames, sent at a given rate on demand: each
+  ``step RATE SECONDS`` line sends RATE*SECONDS frames paced over SECONDS
+  (bursts every ~1 ms, the sender catches up when a sleep overshoots) and
+  answers ``stepped N S`` (frames sent, seconds it took); ``end`` stops. The
+  parent steps the rate up until the receiver loses frames.
 * ``udp-counter`` / ``tcp-counter``: the ceiling: a bare Twisted protocol
   that only counts datagrams (for TCP: splits the wrapper stream on its
   headers and counts frames); prints ``port P``, then answers each ``?``
@@ -141,6 +146,48 @@ def send_paced(
     return len(frames), times
 
 
+def send_at_rate(
+    send: Any, frames: Sequence[bytes], start: int, count: int, rate: float
+) -> tuple[int, float]:
+    """Send frames ``start .. start+count`` (cycling) at `rate`/s; returns (sent, seconds).
+
+    Paced by the clock, not by a sleep per frame (sleeps overshoot by ~50 us): after
+    each sleep every frame now due goes out, so the average rate holds."""
+    total = len(frames)
+    began = time.monotonic()
+    sent = 0
+    while sent < count:
+        elapsed = time.monotonic() - began
+        due = min(count, int(elapsed * rate) + 1)
+        if due <= sent:
+            time.sleep(max((sent + 1) / rate - elapsed, 0.0002))
+            continue
+        for index in range(start + sent, start + due):
+            send(frames[index % total])
+        sent = due
+    return sent, time.monotonic() - began
+
+
+def run_steps(frames: Sequence[bytes], port: int, cycle: bool) -> int:
+    """Serve ``step RATE SECONDS`` lines until ``end`` (see the module docstring)."""
+    sock = _connect("udp", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    position = 0
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] != "step":
+            break
+        rate, seconds = float(words[1]), float(words[2])
+        count = int(rate * seconds)
+        if not cycle:
+            count = min(count, len(frames) - position)
+        sent, elapsed = send_at_rate(sock.send, frames, position, count, rate)
+        position += sent
+        print(f"stepped {sent} {elapsed!r}", flush=True)
+    sock.close()
+    return 0
+
+
 def send_tcp(frames: Sequence[bytes], port: int, duration: float, connections: int) -> int:
     """Stream the frames over `connections` connections (batched writes) for `duration` s."""
     socks = [_connect("tcp", port) for _ in range(connections)]
@@ -191,6 +238,8 @@ def run_sender(arguments: argparse.Namespace) -> int:
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
+    if arguments.mode == "steps":
+        return run_steps(frames, arguments.port, arguments.cycle)
     started = time.monotonic()
     times: list[float] = []
     if arguments.mode == "paced":
@@ -261,7 +310,12 @@ def run_counter(transport: str) -> int:
                 reactor.stop()
 
     if transport == "udp":
+        from dlmsd.service.config import DEFAULT_UDP_RECEIVE_BUFFER
+        from dlmsd.service.udp import set_receive_buffer
+
         port = reactor.listenUDP(0, CountDatagrams(), interface="127.0.0.1", maxPacketSize=65535)
+        # The same receive buffer as the daemon's listener, so both absorb bursts alike.
+        set_receive_buffer(port, DEFAULT_UDP_RECEIVE_BUFFER)
     else:
         port = reactor.listenTCP(0, Factory.forProtocol(CountFrames), interface="127.0.0.1")
     print(f"port {port.getHost().port}", flush=True)
@@ -280,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("--frames", type=int, default=100_000)
     send.add_argument("--seed", type=int, default=0)
     send.add_argument("--first-ic", type=int, default=1)
-    send.add_argument("--mode", choices=("closed", "paced"), default="closed")
+    send.add_argument("--mode", choices=("closed", "paced", "steps"), default="closed")
     send.add_argument("--rate", type=float, default=1000.0)
     send.add_argument("--duration", type=float, default=3.0)
     send.add_argument("--connections", type=int, default=4)

@@ -22,6 +22,7 @@ sender using a longer form than needed is accepted but not reproduced.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import struct
 from collections.abc import Callable
@@ -54,6 +55,7 @@ __all__ = [
     "DataValue",
     "NaNFloat",
     "TypeDescription",
+    "data_json_text",
     "decode_data",
     "decode_data_exact",
     "decode_length",
@@ -538,7 +540,33 @@ def _decode(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Dat
         for _ in range(count):
             if off >= limit:
                 raise _truncated("container", off)
-            item, off = _decode(buf, off + 1, limit, depth, buf[off])
+            child_tag = buf[off]
+            # Leaves inline (fixed-size integers, short octet-strings): saves a call
+            # per value; anything else, and every error, goes through _decode.
+            fixed = _FIXED.get(child_tag)
+            if fixed is not None:
+                size, unpack_from, data_type = fixed
+                end = off + 1 + size
+                if end <= limit:
+                    item = _new(Data)
+                    _set_type(item, data_type)
+                    _set_value(
+                        item, buf[off + 1] if unpack_from is None else unpack_from(buf, off + 1)[0]
+                    )
+                    items.append(item)
+                    off = end
+                    continue
+            elif child_tag == 9 and off + 1 < limit:
+                size = buf[off + 1]
+                end = off + 2 + size
+                if size < 0x80 and end <= limit:
+                    item = _new(Data)
+                    _set_type(item, _OCTET_STRING)
+                    _set_value(item, buf[off + 2 : end])
+                    items.append(item)
+                    off = end
+                    continue
+            item, off = _decode(buf, off + 1, limit, depth, child_tag)
             items.append(item)
         result: Data = _new(Data)
         _set_type(result, _STRUCTURE if tag == 2 else _ARRAY)
@@ -975,6 +1003,38 @@ def _to_json(item: Data, depth: int) -> object:
     else:
         node["value"] = value
     return node
+
+
+# JSON text of the typed tree, written directly: the record of every push embeds its
+# body, and building the dict tree then serialising it costs about twice as much.
+_JSON_OPEN = {t: f'{{"type":"{_LABELS[t]}","value":' for t in DataType}
+_TREE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def data_json_text(item: Data) -> str:
+    """``Data.to_json()`` as compact JSON text (``separators=(",", ":")``, non-ASCII kept).
+
+    Same text as ``json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"))``,
+    without building the intermediate dicts.
+    """
+    return _json_text(item, 0)
+
+
+def _json_text(item: Data, depth: int) -> str:
+    if depth > MAX_DEPTH:
+        raise EncodeError(f"A-XDR nesting deeper than {MAX_DEPTH}")
+    data_type = item.type
+    value = item.value
+    if type(value) is tuple:
+        depth += 1
+        children = ",".join([_json_text(child, depth) for child in value])
+        return f"{_JSON_OPEN[data_type]}[{children}]}}"
+    if type(value) is int and data_type is not DataType.BOOLEAN:
+        return f"{_JSON_OPEN[data_type]}{value}}}"
+    if type(value) is bytes:
+        return f'{_JSON_OPEN[data_type]}"{value.hex()}"}}'
+    # Dates, floats, strings, bit strings, compact arrays: rare in pushes.
+    return _TREE_ENCODER.encode(_to_json(item, depth))
 
 
 def _plain(item: Data, depth: int) -> object:

@@ -13,11 +13,13 @@ security form? replayed counter?) before it spends an AES operation:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring
 
 import attrs
 
-from dlmsd.cosem.readings import PushObject, Reading, extract_readings
+from dlmsd.cosem.readings import PushObject, Reading, extract_readings, readings_json_text
 from dlmsd.protocol.apdus.notification import DataNotification
+from dlmsd.protocol.axdr import data_json_text
 from dlmsd.protocol.ciphered import (
     CIPHERED_TAGS,
     GeneralCiphering,
@@ -141,6 +143,11 @@ class Push:
     def to_record(self) -> dict[str, object]:
         return build_record(self.envelope, self.notification, self.readings)
 
+    def record_json(self, more: str = "") -> str:
+        """`to_record()` as compact JSON text, with `more` (``,"key":value...``,
+        already JSON) added before the closing brace. See `build_record_json`."""
+        return build_record_json(self.envelope, self.notification, self.readings, more)
+
 
 def open_push(
     envelope: Envelope,
@@ -192,3 +199,24 @@ def build_record(
         "body": notification.body.to_json(),
         "readings": [reading.to_json() for reading in readings],
     }
+
+
+def build_record_json(
+    envelope: Envelope, notification: DataNotification, readings: Sequence[Reading], more: str = ""
+) -> str:
+    """`build_record` as compact JSON text (``separators=(",", ":")``, non-ASCII kept, keys
+    in the same order), written without the intermediate dicts: the daemon does this
+    for every push. `more` is spliced in before the closing brace."""
+    title = envelope.system_title
+    counter = envelope.invocation_counter
+    stamp = notification.date_time_value
+    title_text = '"' + title.hex().upper() + '"' if title else "null"
+    return (
+        f'{{"system_title":{title_text}'
+        f',"invocation_counter":{"null" if counter is None else counter}'
+        f',"security":"{envelope.security}"'
+        f',"invoke_id":{notification.invoke_id}'
+        f',"datetime":{"null" if stamp is None else encode_basestring(stamp)}'
+        f',"body":{data_json_text(notification.body)}'
+        f',"readings":{readings_json_text(readings)}{more}}}'
+    )

@@ -58,6 +58,10 @@ class DaemonConfig:
     log_format: str = "text"
 
 
+DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+MAX_UDP_RECEIVE_BUFFER = 1024 * 1024 * 1024
+
+
 @attrs.frozen(slots=True)
 class UdpListenerConfig:
     """``[[listeners.udp]]``: one datagram carries one wrapper frame."""
@@ -67,6 +71,9 @@ class UdpListenerConfig:
     port: int = DEFAULT_PORT
     reuse_port: bool = False
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    # SO_RCVBUF in bytes (0: the kernel default): room for bursts while the reactor
+    # is busy, so the kernel does not drop them.
+    receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
 
 
 @attrs.frozen(slots=True)
@@ -290,6 +297,9 @@ def _udp(table: _Table) -> UdpListenerConfig:
         reuse_port=table.boolean("reuse_port", False),
         max_frame_size=table.integer(
             "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
+        ),
+        receive_buffer=table.integer(
+            "receive_buffer", DEFAULT_UDP_RECEIVE_BUFFER, 0, MAX_UDP_RECEIVE_BUFFER
         ),
     )
 

@@ -29,6 +29,7 @@ import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, cast
 
 import attrs
@@ -42,7 +43,13 @@ from dlmsd.protocol.push import open_decrypted, peel
 from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
-from dlmsd.service.state import AcceptedPush, StateError, encode_record, make_record_id
+from dlmsd.service.state import (
+    AcceptedPush,
+    StateError,
+    encode_record,
+    escape_line_breaks,
+    make_record_id,
+)
 from dlmsd.service.statebackend import CommitResult, StateBackend, StateUnavailable
 
 
@@ -119,6 +126,10 @@ class Ingest:
         self._log_limit = LogRateLimiter(log_interval)
         self._staged_meters: list[str] = []
         self._plaintext_ids = itertools.count()
+        self._stamp_bucket = -1
+        self._stamp_text = ""
+        # id(entry) -> (entry, its JSON fields); the entry is kept so the id stays its own.
+        self._meter_json: dict[int, tuple[MeterEntry, str]] = {}
         # Bound once: these run for every frame.
         self._observe_decode = metrics.decode_seconds.observe
         self._per_meter = metrics.meter_pushes
@@ -205,41 +216,51 @@ class Ingest:
                 RejectReason.SPOOL_FULL, source, transport, "spool full, push refused", entry
             )
         now = self._clock()
-        record = push.to_record()
-        record["received_at"] = _utc_text(now)
-        record["source"] = source
-        record["transport"] = transport
-        record["meter"] = entry.name
-        record["meter_id"] = entry.display_id
-        record["labels"] = dict(entry.labels)
-        self.state.stage(self._accepted(title, counter, last, record, now))
+        # The record goes straight to JSON text (the same text `encode_record` makes of
+        # `push.to_record()` plus these fields): no dicts built and serialised per push.
+        fields = (
+            f',"received_at":"{self._received_at(now)}"'
+            f',"source":{encode_basestring(source)},"transport":{encode_basestring(transport)}'
+            f"{self._meter_fields(entry)}"
+        )
+        if counter is not None:
+            # The id goes in the record too, so consumers can drop duplicates.
+            record_id = make_record_id(title, counter)
+            stored = counter
+        else:
+            # A plaintext push (allowed by policy) has no counter: keep the meter's
+            # counter where it is and give the record an id of its own.
+            record_id = f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}"
+            stored = last if last is not None else -1
+        text = push.record_json(f'{fields},"record_id":{encode_basestring(record_id)}')
+        self.state.stage(AcceptedPush(title, stored, record_id, escape_line_breaks(text)))
         if self._per_meter is not None:
             self._staged_meters.append(entry.name or entry.display_id)
         self._observe_decode(time.perf_counter() - started)
         self._schedule_commit()
         return ACCEPTED
 
-    def _accepted(
-        self,
-        title: bytes,
-        counter: int | None,
-        last: int | None,
-        record: dict[str, object],
-        now: float,
-    ) -> AcceptedPush:
-        if counter is not None:
-            # The id goes in the record too, so consumers can drop duplicates.
-            record["record_id"] = make_record_id(title, counter)
-            return AcceptedPush.create(title, counter, record)
-        # A plaintext push (allowed by policy) has no counter: keep the meter's
-        # counter where it is and give the record an id of its own.
-        record_id = f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}"
-        return AcceptedPush(
-            title,
-            last if last is not None else -1,
-            record_id,
-            encode_record({**record, "record_id": record_id}),
+    def _received_at(self, now: float) -> str:
+        # Pushes arrive many per millisecond and the text has millisecond resolution.
+        bucket = int(now * 1000)
+        if bucket != self._stamp_bucket:
+            self._stamp_bucket = bucket
+            self._stamp_text = _utc_text(now)
+        return self._stamp_text
+
+    def _meter_fields(self, entry: MeterEntry) -> str:
+        """``,"meter":..,"meter_id":..,"labels":{..}`` of a meter, cached per key store entry."""
+        cached = self._meter_json.get(id(entry))
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        if len(self._meter_json) >= 100_000:
+            self._meter_json.clear()
+        text = encode_record(
+            {"meter": entry.name, "meter_id": entry.display_id, "labels": dict(entry.labels)}
         )
+        fields = "," + text[1:-1]
+        self._meter_json[id(entry)] = (entry, fields)
+        return fields
 
     def _unknown(self, title: bytes | None, apdu: bytes, source: str, transport: str) -> Outcome:
         now = self._clock()

@@ -117,7 +117,11 @@ def encode_record(record: Mapping[str, object]) -> str:
     (NEL, LINE/PARAGRAPH SEPARATOR) are escaped; outside strings JSON is ASCII,
     so the replacement only ever touches string contents.
     """
-    text = _ENCODER.encode(record)
+    return escape_line_breaks(_ENCODER.encode(record))
+
+
+def escape_line_breaks(text: str) -> str:
+    """Escape NEL, LINE and PARAGRAPH SEPARATOR in JSON text (see `encode_record`)."""
     if not text.isascii():
         text = text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028")
         text = text.replace("\u2029", "\\u2029")
