@@ -626,6 +626,22 @@ def bench_sink_throughput(settings: Settings) -> BenchmarkResult:
     return BenchmarkResult(rows, [])
 
 
+# --- client: a year of gas profile from the emulator, GBT vs blocks (bench/client.py) -----
+
+
+def _client_description() -> str:
+    from bench.client import description
+
+    return description()
+
+
+@benchmark("client_profile_read", _client_description())
+def bench_client_profile_read(settings: Settings) -> BenchmarkResult:
+    from bench.client import bench_profile_read
+
+    return BenchmarkResult([Row(**row) for row in bench_profile_read(settings.duration)], [])
+
+
 # --- output -------------------------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@ a :class:`~dlmsd.client.blocking.SerialClient` opens). :class:`Faults` makes it
 misbehave on purpose: silence, garbage, truncated answers, lost or corrupted
 HDLC frames, a lost GBT block.
 
+:func:`push_then_serve` plays a meter that connects out to a head-end, pushes
+a DataNotification and then answers the association the head-end opens on
+that same connection (push-then-read).
+
 ``dlmsd emulate --port 0`` prints one JSON line with the port (and pty path)
 it listens on, then serves until interrupted.
 """
@@ -26,6 +30,7 @@ from typing import Any, Literal
 
 import attrs
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -45,9 +50,11 @@ from dlmsd.cosem.model import (
     profile_generic,
 )
 from dlmsd.cosem.model import register as register_object
+from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.apdus.selective import CaptureObjectDefinition
 from dlmsd.protocol.association import Authentication, ServerSettings
 from dlmsd.protocol.axdr import Data
+from dlmsd.protocol.ciphered import GeneralGloCiphering
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.events import NEED_DATA
@@ -56,6 +63,7 @@ from dlmsd.protocol.hdlc import HdlcAddress, HdlcParameters
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.protocol.server import ServerConnection
+from dlmsd.protocol.wrapper import WrapperFrame
 
 TransportName = Literal["wrapper", "hdlc"]
 
@@ -314,6 +322,74 @@ class EmulatorProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         pass
+
+
+class PushThenServeProtocol(EmulatorProtocol):
+    """A meter that connected out: writes its push first, then serves like any connection."""
+
+    def __init__(self, meter: EmulatedMeter, push: bytes) -> None:
+        super().__init__(meter)
+        self.push = push
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.write(self.push)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+def gas_push_apdu(
+    config: EmulatorConfig, invocation_counter: int, moment: dt.datetime, litres: int
+) -> bytes:
+    """A DataNotification {clock, gas volume (m3, scaler -3)}, in general-glo-ciphering
+    with the config's keys (plaintext when it has none)."""
+    stamp = CosemDateTime.from_datetime(moment, clock_status=0)
+    body = Data.array(
+        Data.structure(Data.octet_string(ic.CLOCK.to_bytes()), Data.octet_string(stamp.raw)),
+        Data.structure(
+            Data.octet_string(ic.GAS_VOLUME.to_bytes()),
+            Data.double_long_unsigned(litres),
+            Data.structure(Data.integer(-3), Data.enum(13)),
+        ),
+    )
+    plaintext = DataNotification(
+        long_invoke_id_and_priority=invocation_counter & 0x00FFFFFF, date_time=stamp, body=body
+    ).to_bytes()
+    if config.cipher is None:
+        return plaintext
+    security_control = 0x30  # authenticated and encrypted, suite 0
+    payload = config.cipher.encrypt(
+        config.system_title, security_control, invocation_counter, plaintext
+    )
+    return GeneralGloCiphering(
+        config.system_title, security_control, invocation_counter, payload
+    ).to_bytes()
+
+
+def push_then_serve(
+    reactor: Any,
+    host: str,
+    port: int,
+    config: EmulatorConfig,
+    push_apdu: bytes,
+    *,
+    model: ObjectModel | None = None,
+) -> Deferred[PushThenServeProtocol]:
+    """Connect to a head-end, push `push_apdu` (wrapper, wPort 1 -> 1), then serve
+    associations on that connection; fires with the protocol once connected."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    chosen = model if model is not None else emulator_model(config.hours, config.system_title)
+    meter = EmulatedMeter(chosen, attrs.evolve(config, transport="wrapper"))
+    frame = WrapperFrame(config.logical_device, 1, push_apdu).to_bytes()
+    protocol = PushThenServeProtocol(meter, frame)
+    connected: Deferred[PushThenServeProtocol] = connectProtocol(  # type: ignore[no-untyped-call]
+        TCP4ClientEndpoint(reactor, host, port), protocol
+    )
+    return connected
 
 
 class EmulatorFactory(Factory):

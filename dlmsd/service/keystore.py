@@ -34,6 +34,11 @@ import attrs
 from dlmsd.cosem.readings import PushObject
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.security import Suite0Cipher
+from dlmsd.service.readback_settings import (
+    ReadAfterPush,
+    ReadbackSettingsError,
+    parse_read_after_push,
+)
 
 SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
 DEFAULT_SECURITY: frozenset[str] = frozenset({"auth+enc"})
@@ -46,6 +51,7 @@ _METER_KEYS = frozenset(
         "labels",
         "security",
         "push_object_list",
+        "read_after_push",
     }
 )
 _KEY_HEX = re.compile(r"[0-9A-Fa-f]{32}")
@@ -88,6 +94,8 @@ class MeterEntry:
     push_object_list: tuple[PushObject, ...] | None
     encryption_key: bytes | None = attrs.field(repr=False)
     authentication_key: bytes | None = attrs.field(repr=False)
+    #: Push-then-read: what to read on the connection the meter pushed on (None: nothing).
+    read_after_push: ReadAfterPush | None = attrs.field(default=None, repr=False)
 
     @cached_property
     def cipher(self) -> Suite0Cipher | None:
@@ -277,6 +285,15 @@ class _EntryBuilder:
         security = self._security_of(where, table.get("security"))
         encryption_key = self._key(where, table, "encryption_key", security)
         authentication_key = self._key(where, table, "authentication_key", security)
+        read_after_push = None
+        if "read_after_push" in table:
+            has_keys = encryption_key is not None and authentication_key is not None
+            try:
+                read_after_push = parse_read_after_push(
+                    f"{where}.read_after_push", table["read_after_push"], self._path, has_keys
+                )
+            except ReadbackSettingsError as error:
+                raise KeyFileError(self._path, str(error)) from None
         return MeterEntry(
             system_title=bytes.fromhex(title_text),
             name=name,
@@ -285,6 +302,7 @@ class _EntryBuilder:
             push_object_list=self._objects_of(where, table.get("push_object_list")),
             encryption_key=encryption_key,
             authentication_key=authentication_key,
+            read_after_push=read_after_push,
         )
 
     def _key(

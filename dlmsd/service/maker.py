@@ -37,6 +37,8 @@ from dlmsd.service.keystore import KeyFileError, KeyStore
 from dlmsd.service.logging import json_lines_observer
 from dlmsd.service.metrics import Metrics, listen_metrics
 from dlmsd.service.quarantine import Quarantine
+from dlmsd.service.readback import Readback
+from dlmsd.service.readback_marks import MemoryMarks, ReadbackMarks, SqliteMarks
 from dlmsd.service.state import StateError
 from dlmsd.service.statebackend import (
     StateBackend,
@@ -44,6 +46,7 @@ from dlmsd.service.statebackend import (
     default_instance,
     is_postgresql,
     open_state_backend,
+    sqlite_path,
 )
 from dlmsd.service.tcp import PushStreamFactory, listen_tcp
 from dlmsd.service.udp import listen_udp
@@ -367,7 +370,9 @@ def _assemble(
         ingest=ingest,
         pumps=pumps,
         metrics_service=metrics_service,
-        listeners=_listeners(config, ingest, metrics, reactor),
+        listeners=_listeners(
+            config, ingest, metrics, reactor, _readback(config, ingest, metrics, reactor)
+        ),
         reactor=reactor,
         handle_signals=handle_signals,
     )
@@ -395,12 +400,24 @@ def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) 
     return pumps
 
 
-def _listeners(config: Config, ingest: Ingest, metrics: Metrics, reactor: Any) -> list[Service]:
+def _readback(config: Config, ingest: Ingest, metrics: Metrics, reactor: Any) -> Readback:
+    """Push-then-read on the TCP wrapper listeners; marks beside the SQLite state."""
+    dsn = config.state.dsn or str(config.state_db)
+    marks: ReadbackMarks = MemoryMarks() if is_postgresql(dsn) else SqliteMarks(sqlite_path(dsn))
+    return Readback(ingest=ingest, marks=marks, metrics=metrics, reactor=reactor)
+
+
+def _listeners(
+    config: Config, ingest: Ingest, metrics: Metrics, reactor: Any, readback: Readback
+) -> list[Service]:
     listeners: list[Service] = []
     for udp in config.listeners.udp:
         listeners.append(PortService(udp.name, partial(listen_udp, reactor, ingest, metrics, udp)))
     for tcp in config.listeners.tcp:
-        listeners.append(PortService(tcp.name, partial(listen_tcp, reactor, ingest, metrics, tcp)))
+        listen_wrapper = partial(
+            listen_tcp, reactor, ingest, metrics, tcp, after_push=readback.after_push
+        )
+        listeners.append(PortService(tcp.name, listen_wrapper))
     for hdlc in config.listeners.hdlc_tcp:
         listen = partial(listen_hdlc_tcp, reactor, ingest, metrics, hdlc)
         listeners.append(PortService(hdlc.name, listen))

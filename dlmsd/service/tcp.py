@@ -9,11 +9,18 @@ byte a minute never completes a frame and is cut like a silent one.
 `WrapperPushProtocol` splits the stream into IEC 62056-47 wrapper frames. The
 wrapper has no flags to resync on, so a bad version or an over-long length
 drops the connection (counted as ``malformed`` or ``oversize``).
+
+Push-then-read (:mod:`dlmsd.service.readback`): after an accepted push the
+factory's ``after_push`` may turn the daemon client on the same connection;
+while it does, the connection is *diverted*: complete frames go to the client
+session (the meter's answers) instead of the ingest, and the idle timer rests
+(the session keeps its own timers).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -155,6 +162,8 @@ class WrapperPushFactory(PushStreamFactory):
             max_connections=config.max_connections,
         )
         self.max_apdu_length = config.max_frame_size - HEADER_LENGTH
+        #: Called with the connection and the APDU of each accepted push (push-then-read).
+        self.after_push: Callable[[WrapperPushProtocol, bytes], None] | None = None
 
     def make_protocol(self) -> PushStreamProtocol:
         return WrapperPushProtocol(self.max_apdu_length)
@@ -163,13 +172,20 @@ class WrapperPushFactory(PushStreamFactory):
 class WrapperPushProtocol(PushStreamProtocol):
     """Splits a TCP stream into wrapper frames and hands each APDU to the ingest."""
 
+    factory: WrapperPushFactory
+
     def __init__(self, max_apdu_length: int) -> None:
         self._decoder = WrapperStreamDecoder(max_apdu_length)
+        self.max_apdu_length = max_apdu_length
+        self._diverted_to: Callable[[bytes], None] | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self._gone = False
 
     def dataReceived(self, data: bytes) -> None:
         decoder = self._decoder
         decoder.receive_data(data)
         handle = self.factory.ingest.handle_apdu
+        after_push = self.factory.after_push
         while True:
             try:
                 event = decoder.next_event()
@@ -181,12 +197,59 @@ class WrapperPushProtocol(PushStreamProtocol):
                 return
             if event is NEED_DATA:
                 return
+            receive = self._diverted_to
+            if receive is not None:
+                receive(event.to_bytes())  # a client session owns the connection
+                continue
             self.frame_received()
-            handle(event.apdu, self.source, "tcp")
+            outcome = handle(event.apdu, self.source, "tcp")
+            if after_push is not None and outcome.accepted:
+                after_push(self, event.apdu)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._gone = True
+        lost, self._on_lost = self._on_lost, None
+        self._diverted_to = None
+        if lost is not None:
+            lost()
+        super().connectionLost(reason)
+
+    # -- for a readback (dlmsd.service.readback.ReadbackConnection) ---------------------
+
+    @property
+    def diverted(self) -> bool:
+        """A client session owns the connection."""
+        return self._diverted_to is not None
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the meter."""
+        self.link.write(data)
+
+    def abort(self) -> None:
+        """Drop the connection."""
+        if not self._gone:
+            self.link.abortConnection()
+
+    def divert(self, receive: Callable[[bytes], None], lost: Callable[[], None]) -> None:
+        """Frames go to `receive` (re-framed), the loss of the line to `lost`."""
+        self._diverted_to = receive
+        self._on_lost = lost
+        self._idle_timer(None)
+
+    def undivert(self) -> None:
+        """Frames go to the ingest again; the idle timer restarts."""
+        self._diverted_to = None
+        self._on_lost = None
+        if not self._gone:
+            self._idle_timer(self.factory.idle_timeout)
 
 
 def listen_tcp(
-    reactor: Any, ingest: Ingest, metrics: Metrics, config: TcpListenerConfig
+    reactor: Any,
+    ingest: Ingest,
+    metrics: Metrics,
+    config: TcpListenerConfig,
+    after_push: Callable[[WrapperPushProtocol, bytes], None] | None = None,
 ) -> tuple[IListeningPort, WrapperPushFactory]:
     """Start a wrapper-over-TCP listener; returns its port and factory.
 
@@ -195,6 +258,7 @@ def listen_tcp(
     kernel spreads connections over them.
     """
     factory = WrapperPushFactory(ingest, metrics, config)
+    factory.after_push = after_push
     if config.reuse_port:
         return listen_reuse_port(reactor, factory, config.address, config.port), factory
     port: IListeningPort = reactor.listenTCP(
