@@ -46,6 +46,7 @@ from dlmsd.protocol.hdlc import (
     SegmentReceived,
     SendFrames,
 )
+from dlmsd.protocol.hdlc.window import SEQUENCE_MODULUS, SendWindow
 from dlmsd.protocol.wrapper import (
     MAX_APDU_LENGTH,
     WrapperFrame,
@@ -64,7 +65,6 @@ DEFAULT_CLIENT_PARAMETERS = HdlcParameters(max_info_tx=512, max_info_rx=512)
 #: What our HDLC server end (the emulator) offers.
 DEFAULT_SERVER_PARAMETERS = HdlcParameters(max_info_tx=512, max_info_rx=512)
 DEFAULT_SERVER_ADDRESS = HdlcAddress.server(DEFAULT_LOGICAL_DEVICE, DEFAULT_PHYSICAL_ADDRESS)
-_SEQUENCE_MODULUS = 8
 
 
 class ClientTransport(Protocol):
@@ -390,10 +390,8 @@ class HdlcServerTransport:
         self._outgoing: list[bytes] = []
         self._client: HdlcAddress | None = None
         self.parameters = HdlcParameters()  # the server's view once connected
-        self._send_state = 0
+        self._window = SendWindow()
         self._receive_state = 0
-        self._queue: deque[tuple[bytes, bool]] = deque()
-        self._unacked: list[tuple[bytes, bool]] = []
         self._last_window: list[bytes] = []
         self.skipped_frames = 0
 
@@ -427,10 +425,7 @@ class HdlcServerTransport:
         information = LLC_RESPONSE + apdu
         size = max(1, self.parameters.max_info_tx)
         # Several answers (GBT blocks of one window) queue up behind each other.
-        for start in range(0, len(information), size):
-            self._queue.append(
-                (information[start : start + size], start + size < len(information))
-            )
+        self._window.enqueue(information, size)
         frames = self._pump()
         if frames:
             self._last_window = frames
@@ -487,29 +482,28 @@ class HdlcServerTransport:
         control = frame.control
         if control.ssn != self._receive_state:
             if control.poll_final:
-                duplicate = control.ssn == (self._receive_state - 1) % _SEQUENCE_MODULUS
+                duplicate = control.ssn == (self._receive_state - 1) % SEQUENCE_MODULUS
                 if duplicate and self._last_window and not self._reassembler.pending:
                     self._outgoing.extend(self._last_window)  # our answer was lost
                 else:
                     self._send_supervisory()
             return
-        self._receive_state = (self._receive_state + 1) % _SEQUENCE_MODULUS
-        self._acknowledge_up_to(control.rsn)
+        self._receive_state = (self._receive_state + 1) % SEQUENCE_MODULUS
+        self._window.acknowledge_up_to(control.rsn)
         for event in self._reassembler.feed(frame):
             if isinstance(event, ApduReceived):
-                self._queue.clear()
-                self._unacked.clear()
+                self._window.clear()
                 self._apdus.append(event.apdu)
         if frame.segmented and control.poll_final:
             self._send_supervisory()
 
     def _on_receive_ready(self, frame: HdlcFrame) -> None:
-        if not self._acknowledge_up_to(frame.control.rsn):
+        if not self._window.acknowledge_up_to(frame.control.rsn):
             return
         if not frame.control.poll_final:
             return
         # Unacknowledged frames after the client's poll were lost: go back to N(R).
-        frames = self._resend_unacked() if self._unacked else self._pump()
+        frames = self._resend_unacked() if self._window.has_unacked else self._pump()
         if frames:
             self._last_window = frames
             self._outgoing.extend(frames)
@@ -519,39 +513,18 @@ class HdlcServerTransport:
     # -- helpers --------------------------------------------------------------
 
     def _reset(self) -> None:
-        self._send_state = 0
+        self._window.reset()
         self._receive_state = 0
-        self._queue.clear()
-        self._unacked.clear()
         self._last_window = []
         self._reassembler.reset()
 
-    def _acknowledge_up_to(self, rsn: int) -> bool:
-        oldest = (self._send_state - len(self._unacked)) % _SEQUENCE_MODULUS
-        count = (rsn - oldest) % _SEQUENCE_MODULUS
-        if count > len(self._unacked):
-            return False
-        del self._unacked[:count]
-        return True
-
     def _pump(self) -> list[bytes]:
-        frames = []
-        window = self.parameters.window_tx
-        while self._queue and len(self._unacked) < window:
-            chunk, segmented = self._queue.popleft()
-            ssn = self._send_state
-            self._send_state = (ssn + 1) % _SEQUENCE_MODULUS
-            self._unacked.append((chunk, segmented))
-            final = len(self._unacked) == window or not self._queue
-            frames.append(self._information(ssn, chunk, segmented, final))
-        return frames
+        segments = self._window.take(self.parameters.window_tx)
+        return [self._information(s.ssn, s.chunk, s.segmented, s.final) for s in segments]
 
     def _resend_unacked(self) -> list[bytes]:
-        oldest = (self._send_state - len(self._unacked)) % _SEQUENCE_MODULUS
-        last = len(self._unacked) - 1
         return [
-            self._information((oldest + i) % _SEQUENCE_MODULUS, chunk, segmented, i == last)
-            for i, (chunk, segmented) in enumerate(self._unacked)
+            self._information(s.ssn, s.chunk, s.segmented, s.final) for s in self._window.unacked()
         ]
 
     def _information(self, ssn: int, chunk: bytes, segmented: bool, final: bool) -> bytes:

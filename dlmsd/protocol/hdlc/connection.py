@@ -42,6 +42,7 @@ from dlmsd.protocol.hdlc.reassembly import (
     SegmentReassembler,
 )
 from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
+from dlmsd.protocol.hdlc.window import SEQUENCE_MODULUS, SendWindow
 
 ConnectionEvent = (
     Connected
@@ -54,7 +55,6 @@ ConnectionEvent = (
     | ReassemblyError
 )
 
-_SEQUENCE_MODULUS = 8
 _MAX_WINDOW = 7
 
 
@@ -180,10 +180,8 @@ class HdlcConnection:
         self._reassembler = SegmentReassembler(max_apdu_length)
         self._ui_reassembler = SegmentReassembler(max_apdu_length)
         self._events: deque[ConnectionEvent] = deque()
-        self._send_state = 0  # V(S): ssn of our next I frame
+        self._window = SendWindow()
         self._receive_state = 0  # V(R): ssn we expect from the server next
-        self._queue: deque[tuple[bytes, bool]] = deque()  # segments not sent yet
-        self._unacked: list[tuple[bytes, bool]] = []  # sent, not acknowledged, oldest first
         self._peer_busy = False
 
     # -- frames we send -------------------------------------------------------
@@ -207,10 +205,7 @@ class HdlcConnection:
         """
         self._transition(Trigger.SEND_I)
         information = LLC_COMMAND + apdu
-        size = self.parameters.max_info_tx
-        for start in range(0, len(information), size):
-            chunk = information[start : start + size]
-            self._queue.append((chunk, start + size < len(information)))
+        self._window.enqueue(information, self.parameters.max_info_tx)
         return self._pump()
 
     def acknowledge(self) -> bytes:
@@ -229,7 +224,7 @@ class HdlcConnection:
         if self.state is ConnectionState.AWAITING_DISCONNECT:
             return self._frame(FrameKind.DISC)
         if self.state is ConnectionState.CONNECTED:
-            if self._unacked and not self._peer_busy:
+            if self._window.has_unacked and not self._peer_busy:
                 return b"".join(self._resend_unacked())
             return self._supervisory(FrameKind.RR)
         raise ProtocolError(f"nothing to retransmit in state {self.state.value}")
@@ -296,14 +291,14 @@ class HdlcConnection:
 
     def _on_numbered(self, frame: HdlcFrame) -> None:
         control = frame.control
-        if not self._acknowledge_up_to(control.rsn):
+        if not self._window.acknowledge_up_to(control.rsn):
             self._events.append(FrameIgnored(f"N(R)={control.rsn} acknowledges nothing we sent"))
             return
         if control.kind is FrameKind.I:
             self._on_information(frame)
         else:
             self._peer_busy = control.kind is FrameKind.RNR
-            if control.poll_final and self._unacked and not self._peer_busy:
+            if control.poll_final and self._window.has_unacked and not self._peer_busy:
                 # The server's final answer does not cover all we sent: the
                 # rest was lost, go back to N(R).
                 self._events.append(SendFrames(tuple(self._resend_unacked())))
@@ -319,7 +314,7 @@ class HdlcConnection:
                 FrameIgnored(f"I frame N(S)={control.ssn} out of sequence (expected {expected})")
             )
             return
-        self._receive_state = (self._receive_state + 1) % _SEQUENCE_MODULUS
+        self._receive_state = (self._receive_state + 1) % SEQUENCE_MODULUS
         self._peer_busy = False
         self._events.extend(self._reassembler.feed(frame))
         if frame.segmented and control.poll_final:
@@ -334,44 +329,21 @@ class HdlcConnection:
         self.state = target
 
     def _reset_link(self) -> None:
-        self._send_state = 0
+        self._window.reset()
         self._receive_state = 0
-        self._queue.clear()
-        self._unacked.clear()
         self._peer_busy = False
         self._reassembler.reset()
 
-    def _acknowledge_up_to(self, rsn: int) -> bool:
-        """Drop the frames ``rsn`` acknowledges; False if ``rsn`` is outside the window."""
-        oldest = (self._send_state - len(self._unacked)) % _SEQUENCE_MODULUS
-        count = (rsn - oldest) % _SEQUENCE_MODULUS
-        if count > len(self._unacked):
-            return False
-        del self._unacked[:count]
-        return True
-
     def _pump(self) -> list[bytes]:
         """Send queued segments while the window and the server allow."""
-        frames = []
-        window = self.parameters.window_tx
-        while self._queue and len(self._unacked) < window and not self._peer_busy:
-            chunk, segmented = self._queue.popleft()
-            ssn = self._send_state
-            self._send_state = (ssn + 1) % _SEQUENCE_MODULUS
-            self._unacked.append((chunk, segmented))
-            # Poll on the last frame of a window so the server answers.
-            poll = len(self._unacked) == window or not self._queue
-            frames.append(self._information(ssn, chunk, segmented, poll))
-        return frames
+        if self._peer_busy:
+            return []
+        segments = self._window.take(self.parameters.window_tx)
+        return [self._information(s.ssn, s.chunk, s.segmented, s.final) for s in segments]
 
     def _resend_unacked(self) -> list[bytes]:
-        oldest = (self._send_state - len(self._unacked)) % _SEQUENCE_MODULUS
-        last = len(self._unacked) - 1
         return [
-            self._information(
-                (oldest + index) % _SEQUENCE_MODULUS, chunk, segmented, index == last
-            )
-            for index, (chunk, segmented) in enumerate(self._unacked)
+            self._information(s.ssn, s.chunk, s.segmented, s.final) for s in self._window.unacked()
         ]
 
     def _information(self, ssn: int, chunk: bytes, segmented: bool, poll: bool) -> bytes:
