@@ -10,15 +10,14 @@ is read a few times (bounded by the duration) and the best time is kept.
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.support import ROOT, subprocess_env
+
 HOURS = 8760
 PROFILE = "7-0:99.1.0*255"
 _START_TIMEOUT = 20.0
@@ -33,11 +32,10 @@ def description() -> str:
 
 
 def _start_emulator() -> tuple[subprocess.Popen[bytes], int]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "dlmsd.cli", "emulate", "--port", "0", "--gbt"]
     command += ["--gbt-window", "8", "--hours", str(HOURS)]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=subprocess_env()
     )
     assert process.stdout is not None
     # The emulator prints one line once it listens; never wait for it unbounded.

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,7 +40,14 @@ from typing import IO
 
 import attrs
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.support import (
+    ROOT,
+    RowData,
+    free_port,
+    stop_process,
+    subprocess_env,
+    twistd_command,
+)
 
 UDP_METERS = 1000
 SCALING_METERS = (1_000, 10_000, 100_000)
@@ -53,37 +59,12 @@ START_TIMEOUT = 60.0
 
 
 @attrs.frozen(slots=True)
-class RowData:
-    """One table row, as bench/__main__.py's `Row` takes it."""
-
-    benchmark: str
-    name: str
-    figure: float | None
-    unit: str
-    baseline: str
-    baseline_figure: float | None
-    notes: str = ""
-
-
-@attrs.frozen(slots=True)
 class Report:
     rows: list[RowData]
     details: dict[str, object]
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)  # twistd finds twisted/plugins/dlmsd_plugin.py
-    return env
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Daemon:
@@ -118,18 +99,9 @@ class Daemon:
         """Start twistd and wait for its "dlmsd started" line (start time measured)."""
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "dlmsd",
-                "--config",
-                str(self.config),
-            ],
+            twistd_command(self.config),
             cwd=self.root,
-            env=_env(),
+            env=subprocess_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -168,14 +140,8 @@ class Daemon:
         return self.metric("dlmsd_pushes_accepted_total")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def __enter__(self) -> Daemon:
         self.start()
@@ -198,7 +164,7 @@ class Helper:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.loadgen", *arguments],
             cwd=ROOT,
-            env=_env(),
+            env=subprocess_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -26,7 +26,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -42,24 +41,15 @@ from typing import Any
 
 import attrs
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.support import RowData, free_port, stop_process, subprocess_env, twistd_command
+
 METERS = 200
 PUSHES_PER_SECOND_GUESS = 8_000  # sizes the run: about `duration` seconds per path
 MQTT_TARGET_RATIO = 0.5
 START_TIMEOUT = 60.0
 
 
-@attrs.frozen(slots=True)
-class SinkRow:
-    """One table row, as bench/__main__.py's `Row` takes it."""
-
-    benchmark: str
-    name: str
-    figure: float | None
-    unit: str
-    baseline: str
-    baseline_figure: float | None
-    notes: str = ""
+SinkRow = RowData  # this module's public name for its rows
 
 
 @attrs.frozen(slots=True)
@@ -72,18 +62,6 @@ class PathResult:
     seconds: float
     rate: float | None
     error: str = ""
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)  # twistd finds twisted/plugins/dlmsd_plugin.py
-    return env
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -148,7 +126,7 @@ def send_tcp(frames: Sequence[bytes], port: int, connections: int = 4) -> None:
 def mosquitto(root: Path) -> Iterator[int]:
     """A local mosquitto with its defaults on a free port; yields the port."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
+    port = free_port()
     config = root / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
@@ -290,7 +268,7 @@ def run_path(
 ) -> PathResult:
     """Start a daemon with one sink, stream the frames, wait until all are counted."""
     root = Path(tempfile.mkdtemp(prefix=f"dlmsd-bench-{sink}-"))
-    tcp_port = _free_port()
+    tcp_port = free_port()
     config = root / "dlmsd.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{root / "state"}"\n\n'
@@ -301,18 +279,9 @@ def run_path(
     )
     log = open(root / "daemon.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "dlmsd",
-            "--config",
-            str(config),
-        ],
+        twistd_command(config),
         cwd=root,
-        env=_env(),
+        env=subprocess_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -345,13 +314,7 @@ def run_path(
     except Exception as error:
         return PathResult(sink, len(frames), count(), 0.0, None, str(error)[:300])
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         log.close()
         if os.environ.get("DLMSD_BENCH_KEEP"):
             print(f"kept {root}", file=sys.stderr)
