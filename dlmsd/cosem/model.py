@@ -199,14 +199,9 @@ class ObjectModel:
         level: Authentication,
     ) -> Data | DataAccessResult:
         """Read one attribute as an association at `level` may."""
-        obj = self.objects.get(attribute.instance)
-        if obj is None:
-            return DataAccessResult.OBJECT_UNDEFINED
-        if obj.class_id != attribute.class_id:
-            return DataAccessResult.OBJECT_CLASS_INCONSISTENT
-        entry = obj.attributes.get(attribute.attribute_id)
-        if entry is None:
-            return DataAccessResult.OBJECT_UNAVAILABLE
+        entry = self._attribute(attribute)
+        if isinstance(entry, DataAccessResult):
+            return entry
         if entry.read is None or level < entry.read:
             return DataAccessResult.READ_WRITE_DENIED
         if access is not None and access.selector not in entry.selectors:
@@ -221,19 +216,24 @@ class ObjectModel:
         level: Authentication,
     ) -> DataAccessResult:
         """Write one attribute as an association at `level` may."""
+        entry = self._attribute(attribute)
+        if isinstance(entry, DataAccessResult):
+            return entry
+        if entry.setter is None or entry.write is None or level < entry.write:
+            return DataAccessResult.READ_WRITE_DENIED
+        if access is not None:
+            return DataAccessResult.OTHER_REASON
+        return entry.setter(value)
+
+    def _attribute(self, attribute: CosemAttributeDescriptor) -> Attribute | DataAccessResult:
+        """The attribute ``attribute`` names, or why there is none (GET and SET answer alike)."""
         obj = self.objects.get(attribute.instance)
         if obj is None:
             return DataAccessResult.OBJECT_UNDEFINED
         if obj.class_id != attribute.class_id:
             return DataAccessResult.OBJECT_CLASS_INCONSISTENT
         entry = obj.attributes.get(attribute.attribute_id)
-        if entry is None:
-            return DataAccessResult.OBJECT_UNAVAILABLE
-        if entry.setter is None or entry.write is None or level < entry.write:
-            return DataAccessResult.READ_WRITE_DENIED
-        if access is not None:
-            return DataAccessResult.OTHER_REASON
-        return entry.setter(value)
+        return DataAccessResult.OBJECT_UNAVAILABLE if entry is None else entry
 
     def action(
         self, method: CosemMethodDescriptor, parameters: Data | None, level: Authentication
