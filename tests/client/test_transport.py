@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,21 +18,7 @@ from dlmsd.client.transport import (
 from dlmsd.protocol.errors import DecodeError, DlmsError
 from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.hdlc import Control, FrameKind, HdlcAddress, HdlcFrame, HdlcParameters
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    return [
-        pytest.param(v, id=f"{v['kind']}@{v['source']}") for v in PUBLISHED if v["kind"] in kinds
-    ]
-
-
-def one(kind: str) -> dict[str, Any]:
-    (vector,) = [v for v in PUBLISHED if v["kind"] == kind]
-    return vector
-
+from tests.vectors import only_vector, vector_params
 
 CLIENT = HdlcAddress.client(16)
 SERVER = HdlcAddress.server(1, 17)
@@ -45,14 +29,14 @@ SERVER = HdlcAddress.server(1, 17)
 
 def test_snrm_without_parameters_is_the_published_frame() -> None:
     # hdlc_snrm: dlms-cosem tests/test_hdlc/test_hdlc.py:L112 (encode_equal)
-    vector = one("hdlc_snrm")
+    vector = only_vector("hdlc_snrm")
     transport = HdlcTransport(16, SERVER, parameters=None)
     assert transport.connect().hex() == vector["hex"]
 
 
 def test_aarq_i_frame_and_aare_answer_are_the_published_frames() -> None:
     # hdlc_i_frame_aarq / hdlc_i_frame_aare: dlms-cosem tests/test_hdlc/test_hdlc.py:L169, L200
-    aarq, aare = one("hdlc_i_frame_aarq"), one("hdlc_i_frame_aare")
+    aarq, aare = only_vector("hdlc_i_frame_aarq"), only_vector("hdlc_i_frame_aare")
     client = HdlcTransport(16, SERVER, parameters=None)
     server = HdlcServerTransport(SERVER)
     server.receive_data(client.connect())
@@ -74,7 +58,7 @@ def test_aarq_i_frame_and_aare_answer_are_the_published_frames() -> None:
 
 def test_ua_with_negotiated_parameters_is_the_published_frame() -> None:
     # hdlc_ua_with_params: dlms-cosem tests/test_hdlc/test_hdlc.py:L129 (encode_equal)
-    vector = one("hdlc_ua_with_params")
+    vector = only_vector("hdlc_ua_with_params")
     server = HdlcServerTransport(SERVER, parameters=HdlcParameters(154, 154, 1, 1))
     client = HdlcTransport(16, SERVER, parameters=HdlcParameters(512, 512, 1, 1))
     server.receive_data(client.connect())
@@ -86,7 +70,7 @@ def test_ua_with_negotiated_parameters_is_the_published_frame() -> None:
     assert client.parameters.max_info_tx == client.parameters.max_info_rx == 154
 
 
-@pytest.mark.parametrize("vector", vectors("ip_wrapper_header_valid"))
+@pytest.mark.parametrize("vector", vector_params("ip_wrapper_header_valid"))
 def test_wrapper_server_takes_the_published_frame(vector: dict[str, Any]) -> None:
     # jDLMS WrapperHeaderTest decode1: client wPort 16 to server wPort 17, 34 APDU bytes
     data = bytes.fromhex(vector["hex"])
@@ -103,7 +87,7 @@ def test_wrapper_server_takes_the_published_frame(vector: dict[str, Any]) -> Non
     assert answer[:6] == bytes.fromhex("000100110010")  # wPorts swapped on the way back
 
 
-@pytest.mark.parametrize("vector", vectors("ip_wrapper_header_bad_version"))
+@pytest.mark.parametrize("vector", vector_params("ip_wrapper_header_bad_version"))
 def test_wrapper_with_a_bad_version_raises_a_decode_error(vector: dict[str, Any]) -> None:
     # jDLMS WrapperHeaderTest illegalVersionTest / decode2: versions 0x1001 and 2 rejected
     for transport in (WrapperServerTransport(17), WrapperTransport(16, 17)):
@@ -113,7 +97,8 @@ def test_wrapper_with_a_bad_version_raises_a_decode_error(vector: dict[str, Any]
 
 
 @pytest.mark.parametrize(
-    "vector", vectors("udp_wrapper+general_glo_ciphering_datanotification", "ip_wrapper_header")
+    "vector",
+    vector_params("udp_wrapper+general_glo_ciphering_datanotification", "ip_wrapper_header"),
 )
 def test_udp_datagrams_give_their_apdu(vector: dict[str, Any]) -> None:
     # dlms-cosem tests/test_udp_message.py: wPorts 1 -> 1, 70 APDU bytes

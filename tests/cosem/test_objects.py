@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,20 +17,13 @@ from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DecodeError, DlmsError
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.units import ScalerUnit
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    VECTORS: list[dict[str, Any]] = json.load(_file)
-
-
-def vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
+from tests.vectors import only_vector
 
 
 def test_published_object_list() -> None:
     """get_response_with_datablock_object_list@jDLMS kamsprupDataBlockGObjectListGet.txt:
     123 entries, class ids {3:66, 1:42, 4:6, 7:6, 8:2, 15:1}."""
-    v = vector("get_response_with_datablock_object_list")
+    v = only_vector("get_response_with_datablock_object_list")
     derived = v["expected"]["derived"]
     entries = ic.decode_object_list(decode_data_exact(bytes.fromhex(v["hex"])))
     assert len(entries) == derived["entries"]

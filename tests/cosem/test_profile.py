@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import time
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,9 +26,7 @@ from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DecodeError, DlmsError
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.units import ScalerUnit
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    VECTORS: list[dict[str, Any]] = json.load(_file)
+from tests.vectors import only_vector
 
 CLOCK = CaptureObjectDefinition(8, Obis(0, 0, 1, 0, 0, 255), 2)
 STATUS = CaptureObjectDefinition(1, Obis(0, 0, 96, 10, 1, 255), 2)
@@ -39,15 +34,10 @@ IMPORT = CaptureObjectDefinition(3, Obis(1, 0, 1, 8, 0, 255), 2)
 EXPORT = CaptureObjectDefinition(3, Obis(1, 0, 2, 8, 0, 255), 2)
 
 
-def vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
-
-
 def test_published_buffer_with_null_clocks() -> None:
     """profile_generic_buffer@tests/test_parsers.py:L6: 4 rows x 4 columns, clock null after
     row 0, capture period 60 min."""
-    v = vector("profile_generic_buffer")
+    v = only_vector("profile_generic_buffer")
     table = parse_buffer(bytes.fromhex(v["hex"]), (CLOCK, STATUS, IMPORT, EXPORT))
     assert len(table.rows) == v["expected"]["asserted"]["rows"]
     assert all(len(row) == v["expected"]["asserted"]["columns"] for row in table.rows)
@@ -65,7 +55,7 @@ def test_published_buffer_with_null_clocks() -> None:
 
 def test_published_get_data_result_profile() -> None:
     """axdr_get_data_result_profile@tests/test_a_xdr.py:L31: 24 entries x 3 columns."""
-    v = vector("axdr_get_data_result_profile")
+    v = only_vector("axdr_get_data_result_profile")
     raw = bytes.fromhex(v["hex"])
     result, end = read_get_data_result(raw, 0)
     assert end == len(raw)
@@ -82,7 +72,7 @@ def test_published_get_data_result_profile() -> None:
 
 def test_capture_objects_and_keys() -> None:
     """capture_object_definition@tests/test_xdlms/test_selective_access.py:L20."""
-    one = bytes.fromhex(vector("capture_object_definition")["hex"])
+    one = bytes.fromhex(only_vector("capture_object_definition")["hex"])
     value = Data.array(CLOCK.to_data(), IMPORT.to_data())
     assert encode_data(value)[2:] == one + IMPORT.to_data().to_bytes()
     columns = parse_capture_objects(value)
@@ -128,7 +118,7 @@ def test_scaler_unit_cache() -> None:
     cache.put(3, IMPORT.logical_name, ScalerUnit(-3, 30))
     cache.put(3, EXPORT.logical_name, Data.structure(Data.integer(1), Data.enum(30)))
     assert cache.missing(columns) == [] and len(cache) == 2
-    table = parse_buffer(bytes.fromhex(vector("profile_generic_buffer")["hex"]), columns)
+    table = parse_buffer(bytes.fromhex(only_vector("profile_generic_buffer")["hex"]), columns)
     scaled = cache.scale(table)
     assert scaled[0][2] == Decimal("1.517") and scaled[0][3] == Decimal("16200")
     assert scaled[0][1] == 6 and scaled[1][0] is None

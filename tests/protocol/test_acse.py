@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,21 +42,15 @@ from dlmsd.protocol.errors import (
     TruncatedError,
     UnknownTagError,
 )
+from tests.vectors import only_vector, published
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent.parent / "data" / "published.json").read_text()
-)
+VECTORS = published()
 
 ACSE_KINDS = {"aarq": AARQ, "aare": AARE, "rlrq": RLRQ, "rlre": RLRE}
 
 
-def vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
-
-
 def raw(kind: str) -> bytes:
-    return bytes.fromhex(vector(kind)["hex"])
+    return bytes.fromhex(only_vector(kind)["hex"])
 
 
 def acse_vectors() -> list[Any]:
@@ -74,7 +66,7 @@ def decoder_for(v: dict[str, Any]) -> Any:
     return ACSE_KINDS[v["kind"].split("_")[0]]
 
 
-GLO_INITIATE_REQUEST = bytes.fromhex(vector("glo_initiate_request_apdu")["hex"])
+GLO_INITIATE_REQUEST = bytes.fromhex(only_vector("glo_initiate_request_apdu")["hex"])
 PLAIN_INITIATE_REQUEST = bytes.fromhex("01000000065f1f0400007e1f04b0")
 
 
@@ -131,7 +123,7 @@ def test_vector_trailing_byte_rejected(v: dict[str, Any]) -> None:
 
 def test_aarq_no_security() -> None:
     # tests/test_asce/test_aarq.py:L16, Green Book example
-    asserted = vector("aarq_no_security")["expected"]["asserted"]
+    asserted = only_vector("aarq_no_security")["expected"]["asserted"]
     aarq = AARQ.from_bytes(raw("aarq_no_security"))
     assert aarq.application_context is ApplicationContext.LOGICAL_NAME
     assert aarq.application_context.ciphered is asserted["ciphered"]
@@ -187,7 +179,7 @@ def test_aarq_hls_mech2_max_pdu() -> None:
 
 def test_aarq_encode() -> None:
     # tests/test_asce/test_aarq.py:L78
-    asserted = vector("aarq_encode")["expected"]["asserted"]
+    asserted = only_vector("aarq_encode")["expected"]["asserted"]
     conformance = (
         Conformance.BLOCK_TRANSFER_WITH_GET_OR_READ
         | Conformance.BLOCK_TRANSFER_WITH_SET_OR_WRITE
@@ -211,7 +203,7 @@ def test_aarq_encode() -> None:
 
 def test_aarq_ciphered_lls() -> None:
     # tests/test_asce/test_aarq.py:L41 (Green Book ciphered AARQ)
-    asserted = vector("aarq_ciphered_lls")["expected"]["asserted"]
+    asserted = only_vector("aarq_ciphered_lls")["expected"]["asserted"]
     aarq = AARQ.from_bytes(raw("aarq_ciphered_lls"))
     assert aarq.application_context is ApplicationContext.LOGICAL_NAME_CIPHERED
     assert aarq.application_context.ciphered and aarq.application_context.logical_name
@@ -246,7 +238,7 @@ def test_aarq_repr_hides_lls_password() -> None:
 
 def test_aare_accepted() -> None:
     # tests/test_asce/test_aare.py:L14
-    asserted = vector("aare_accepted")["expected"]["asserted"]
+    asserted = only_vector("aare_accepted")["expected"]["asserted"]
     aare = AARE.from_bytes(raw("aare_accepted"))
     assert aare.result is AssociationResult.ACCEPTED and aare.accepted
     assert aare.result_source_diagnostic == ResultSourceDiagnostic(
@@ -410,7 +402,9 @@ def test_fact_sheet_aare() -> None:
 
 def test_hdlc_i_frame_aarq_payload() -> None:
     # tests/test_hdlc/test_hdlc.py:L169: strip the LLC header E6 E6 00
-    payload = bytes.fromhex(vector("hdlc_i_frame_aarq")["expected"]["asserted"]["payload_hex"])
+    payload = bytes.fromhex(
+        only_vector("hdlc_i_frame_aarq")["expected"]["asserted"]["payload_hex"]
+    )
     assert payload[:3] == b"\xe6\xe6\x00"
     aarq = AARQ.from_bytes(payload[3:])
     request = aarq.initiate_request
@@ -422,7 +416,9 @@ def test_hdlc_i_frame_aarq_payload() -> None:
 
 def test_hdlc_i_frame_aare_payload() -> None:
     # tests/test_hdlc/test_hdlc.py:L200: strip the LLC header E6 E7 00
-    payload = bytes.fromhex(vector("hdlc_i_frame_aare")["expected"]["asserted"]["payload_hex"])
+    payload = bytes.fromhex(
+        only_vector("hdlc_i_frame_aare")["expected"]["asserted"]["payload_hex"]
+    )
     assert payload[:3] == b"\xe6\xe7\x00"
     aare = AARE.from_bytes(payload[3:])
     assert aare.accepted

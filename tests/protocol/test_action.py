@@ -37,14 +37,14 @@ from tests.protocol.test_get import (
     method_descriptors,
     u8,
     u32,
-    vectors,
 )
+from tests.vectors import vector_params
 
 ASSOCIATION_LN = CosemMethodDescriptor(15, Obis.parse("0.0.40.0.0.255"), 1)
 
 
 @pytest.mark.parametrize(
-    "vector", vectors("action_request_normal", "action_request_reply_to_hls_authentication")
+    "vector", vector_params("action_request_normal", "action_request_reply_to_hls_authentication")
 )
 def test_reply_to_hls_authentication_requests(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
@@ -63,7 +63,7 @@ def test_reply_to_hls_authentication_requests(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("action_request_normal_no_data"))
+@pytest.mark.parametrize("vector", vector_params("action_request_normal_no_data"))
 def test_action_request_without_parameters_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_action_request(raw)
@@ -71,7 +71,7 @@ def test_action_request_without_parameters_vector(vector: dict[str, Any]) -> Non
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("action_response_normal"))
+@pytest.mark.parametrize("vector", vector_params("action_response_normal"))
 def test_action_response_normal_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_action_response(raw)
@@ -80,7 +80,7 @@ def test_action_response_normal_vector(vector: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "vector", vectors("action_response_with_data", "action_response_with_data_hls")
+    "vector", vector_params("action_response_with_data", "action_response_with_data_hls")
 )
 def test_action_response_with_data_vectors(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
@@ -96,7 +96,7 @@ def test_action_response_with_data_vectors(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("action_response_with_error"))
+@pytest.mark.parametrize("vector", vector_params("action_response_with_error"))
 def test_action_response_with_error_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_action_response(raw)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,20 +35,7 @@ from dlmsd.protocol.errors import (
     TruncatedError,
     UnknownTagError,
 )
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _f:
-    VECTORS: list[dict[str, Any]] = json.load(_f)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    return [
-        pytest.param(v, id=f"{v['kind']}@{v['source']}") for v in VECTORS if v["kind"] in kinds
-    ]
-
-
-def one_vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
+from tests.vectors import only_vector, vector_params
 
 
 def roundtrip(buf: bytes) -> Data:
@@ -60,7 +46,7 @@ def roundtrip(buf: bytes) -> Data:
 
 
 # -- published vectors ------------------------------------------------------------------
-@pytest.mark.parametrize("vector", vectors("axdr_visible_string"))
+@pytest.mark.parametrize("vector", vector_params("axdr_visible_string"))
 def test_visible_string_vectors(vector: dict[str, Any]) -> None:
     # tests/test_dlms_data.py:L17-19 (dlms-cosem): decode + encode_equal
     value = roundtrip(bytes.fromhex(vector["hex"]))
@@ -69,7 +55,7 @@ def test_visible_string_vectors(vector: dict[str, Any]) -> None:
 
 
 def test_length_long_form_vector() -> None:
-    vector = one_vector("axdr_length_long_form")  # tests/test_a_xdr.py:L160
+    vector = only_vector("axdr_length_long_form")  # tests/test_a_xdr.py:L160
     assert decode_length(bytes.fromhex(vector["hex"]), 0) == (3855, 3)
     assert encode_length(3855) == bytes.fromhex(vector["hex"])
 
@@ -77,14 +63,14 @@ def test_length_long_form_vector() -> None:
 def test_truncated_vector_raises_promptly() -> None:
     # tests/test_a_xdr.py:test_incomplete_struct (PR 83): array of 2 with no elements
     # looped forever in the source library; here it is a TruncatedError.
-    vector = one_vector("axdr_truncated_input")
+    vector = only_vector("axdr_truncated_input")
     with pytest.raises(TruncatedError) as info:
         decode_data(bytes.fromhex(vector["hex"]))
     assert info.value.offset is not None
 
 
 def test_structure_lte_monitoring() -> None:
-    vector = one_vector("axdr_structure_lte_monitoring")  # tests/test_a_xdr.py:L132
+    vector = only_vector("axdr_structure_lte_monitoring")  # tests/test_a_xdr.py:L132
     value = roundtrip(bytes.fromhex(vector["hex"]))
     assert value.type == DataType.STRUCTURE
     assert len(value.plain()) == vector["expected"]["asserted"]["len"]  # type: ignore[arg-type]
@@ -92,7 +78,7 @@ def test_structure_lte_monitoring() -> None:
 
 
 def test_structure_gsm_cell_info() -> None:
-    vector = one_vector("axdr_structure_gsm_cell_info")  # tests/test_a_xdr.py:L150
+    vector = only_vector("axdr_structure_gsm_cell_info")  # tests/test_a_xdr.py:L150
     value = roundtrip(bytes.fromhex(vector["hex"]))
     plain = value.plain()
     assert isinstance(plain, list)
@@ -102,7 +88,7 @@ def test_structure_gsm_cell_info() -> None:
 
 def test_structure_limit_stops_after_first_value() -> None:
     # tests/test_a_xdr.py:L112: "parse(limit=1)" = one structure of 7, the rest trails.
-    vector = one_vector("axdr_structure_limit")
+    vector = only_vector("axdr_structure_limit")
     buf = bytes.fromhex(vector["hex"])
     value, end = decode_data(buf)
     assert value.type == DataType.STRUCTURE
@@ -119,7 +105,7 @@ def test_structure_limit_stops_after_first_value() -> None:
 
 def test_get_data_result_profile() -> None:
     # tests/test_a_xdr.py:L31: leading 00 = Get-Data-Result choice "data".
-    vector = one_vector("axdr_get_data_result_profile")
+    vector = only_vector("axdr_get_data_result_profile")
     buf = bytes.fromhex(vector["hex"])
     assert buf[0] == 0
     value = roundtrip(buf[1:])
@@ -137,7 +123,7 @@ def test_get_data_result_profile() -> None:
 
 
 def test_profile_generic_buffer() -> None:
-    vector = one_vector("profile_generic_buffer")  # tests/test_parsers.py:L6
+    vector = only_vector("profile_generic_buffer")  # tests/test_parsers.py:L6
     value = roundtrip(bytes.fromhex(vector["hex"]))
     rows = value.plain()
     assert isinstance(rows, list) and len(rows) == 4
@@ -150,7 +136,7 @@ def test_profile_generic_buffer() -> None:
     assert first_stamp.isoformat() == "2019-12-31T23:00:00+01:00"
 
 
-@pytest.mark.parametrize("vector", vectors("axdr_date_time_types"))
+@pytest.mark.parametrize("vector", vector_params("axdr_date_time_types"))
 def test_date_time_type_vectors(vector: dict[str, Any]) -> None:
     # tests/test_dlms_date_time_data.py (dlms-cosem): in that library an all-0xFF value
     # decodes to None; here it stays a CosemDate/CosemTime whose datetime view is None.
@@ -186,16 +172,16 @@ def test_date_time_type_vectors(vector: dict[str, Any]) -> None:
 
 def test_get_response_payloads() -> None:
     # tests/test_xdlms/test_get.py:L158 get-response-normal: c4 01 c1 00 <Data>
-    normal = bytes.fromhex(one_vector("get_response_normal")["hex"])
+    normal = bytes.fromhex(only_vector("get_response_normal")["hex"])
     assert roundtrip(normal[4:]) == Data.double_long_unsigned(5009)
     # tests/test_xdlms/test_get.py:L392 and L424 get-response-with-list: 00 <Data> per item
-    listed = bytes.fromhex(one_vector("get_response_with_list")["hex"])
+    listed = bytes.fromhex(only_vector("get_response_with_list")["hex"])
     results = _with_list_results(listed)
     assert results[0] == Data.octet_string(b"ISK1030777764366")
     assert isinstance(results[1].value, bytes)
     stamp = CosemDateTime.from_bytes(results[1].value).to_datetime()
     assert stamp is not None and stamp.isoformat() == "2021-06-03T14:09:23+01:00"
-    compound = one_vector("get_response_with_list_compound")
+    compound = only_vector("get_response_with_list_compound")
     plain = [r.plain() for r in _with_list_results(bytes.fromhex(compound["hex"]))]
     assert plain == compound["expected"]["asserted"]["result"]
 
@@ -216,11 +202,11 @@ def _with_list_results(apdu: bytes) -> list[Data]:
 
 def test_selective_access_payloads() -> None:
     # tests/test_xdlms/test_selective_access.py:L20 capture_object_definition
-    vector = one_vector("capture_object_definition")
+    vector = only_vector("capture_object_definition")
     value = roundtrip(bytes.fromhex(vector["hex"]))
     assert value.plain() == [8, bytes.fromhex("0000010000ff"), 2, 0]
     # tests/test_xdlms/test_selective_access.py:L78 range descriptor: 01 then structure{4}
-    encoded = bytes.fromhex(one_vector("range_descriptor_encode")["hex"])
+    encoded = bytes.fromhex(only_vector("range_descriptor_encode")["hex"])
     descriptor = roundtrip(encoded[1:])
     items = descriptor.value
     assert isinstance(items, tuple) and len(items) == 4
@@ -235,13 +221,13 @@ def test_selective_access_payloads() -> None:
 
 def test_data_notification_bodies() -> None:
     # tests/test_xdlms/test_data_notification.py:L9: body is one octet-string(34)
-    vector = one_vector("data_notification_apdu")
+    vector = only_vector("data_notification_apdu")
     body = bytes.fromhex(vector["expected"]["asserted"]["body_hex"])
     value = roundtrip(body)
     assert value.type == DataType.OCTET_STRING and len(value.value) == 34  # type: ignore[arg-type]
     # tests/test_hdlc/test_hdlc.py:L247: Norwegian HAN push in an HDLC UI frame.
     # 7E A243 41 0883 13 HCS(2) E6E700 | 0F 40000000 00 <body> | FCS(2) 7E
-    han = one_vector("hdlc_ui_frame_data_notification")
+    han = only_vector("hdlc_ui_frame_data_notification")
     frame = bytes.fromhex(han["hex"])
     apdu = frame[12:-3]
     assert apdu[:6] == bytes.fromhex("0f4000000000")

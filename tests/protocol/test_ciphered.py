@@ -6,8 +6,6 @@ Vectors come from tests/data/published.json; each test id carries the vector's
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,23 +37,9 @@ from dlmsd.protocol.errors import (
     UnsupportedSecurity,
 )
 from dlmsd.protocol.security import Suite0Cipher, unwrap_key, wrap_key
+from tests.vectors import cipher_for, published, vector_params
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent.parent / "data" / "published.json").read_text()
-)
-
-
-def vectors_of(*kinds: str) -> list[Any]:
-    """One pytest param per published vector of these kinds, id'd by its source."""
-    return [
-        pytest.param(v, id=f"{v['kind']}@{v['source']}") for v in VECTORS if v["kind"] in kinds
-    ]
-
-
-def cipher_for(keys: dict[str, Any], **kwargs: bool) -> Suite0Cipher:
-    return Suite0Cipher(
-        bytes.fromhex(keys["encryption_key"]), bytes.fromhex(keys["authentication_key"]), **kwargs
-    )
+VECTORS = published()
 
 
 def plaintext_of(vector: dict[str, Any], payload: bytes) -> bytes:
@@ -127,7 +111,7 @@ def test_empty_input_is_truncated() -> None:
 
 @pytest.mark.parametrize(
     "vector",
-    vectors_of(
+    vector_params(
         "glo_get_request",
         "glo_get_request_auth_enc",
         "glo_get_request_enc_only",
@@ -165,7 +149,9 @@ def test_published_service_specific(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "vector",
-    vectors_of("general_glo_ciphering_apdu", "udp_wrapper+general_glo_ciphering_datanotification"),
+    vector_params(
+        "general_glo_ciphering_apdu", "udp_wrapper+general_glo_ciphering_datanotification"
+    ),
 )
 def test_published_general_glo_ciphering_decrypts(vector: dict[str, Any]) -> None:
     keys, derived = vector["keys"], vector["expected"]["derived"]
@@ -190,7 +176,7 @@ def test_published_general_glo_ciphering_decrypts(vector: dict[str, Any]) -> Non
     assert plaintext[0] == 0x0F  # DataNotification
 
 
-@pytest.mark.parametrize("vector", vectors_of("general_glo_ciphering_apdu_empty_system_title"))
+@pytest.mark.parametrize("vector", vector_params("general_glo_ciphering_apdu_empty_system_title"))
 def test_published_general_glo_ciphering_empty_system_title(vector: dict[str, Any]) -> None:
     apdu = bytes.fromhex(vector["hex"])
     expected = GeneralGloCiphering(
@@ -213,7 +199,7 @@ def user_information_apdu(acse_hex: str, marker: str) -> bytes:
     return data[at + len(bytes.fromhex(marker)) :]
 
 
-@pytest.mark.parametrize("vector", vectors_of("rlre_ciphered"))
+@pytest.mark.parametrize("vector", vector_params("rlre_ciphered"))
 def test_published_rlre_glo_initiate_response(vector: dict[str, Any]) -> None:
     keys, derived = vector["keys"], vector["expected"]["derived"]
     apdu = user_information_apdu(vector["hex"], "be230421")
@@ -230,7 +216,7 @@ def test_published_rlre_glo_initiate_response(vector: dict[str, Any]) -> None:
         cipher.decrypt(bytes.fromhex("4d4d4d0000000001"), *args)
 
 
-@pytest.mark.parametrize("vector", vectors_of("aarq_ciphered_lls", "rlrq_ciphered"))
+@pytest.mark.parametrize("vector", vector_params("aarq_ciphered_lls", "rlrq_ciphered"))
 def test_published_acse_glo_initiate_request(vector: dict[str, Any]) -> None:
     apdu = user_information_apdu(vector["hex"], "be340432")
     decoded = decode_ciphered(apdu)

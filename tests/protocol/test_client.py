@@ -5,9 +5,7 @@ Each test names the vector's ``source`` in its id or docstring.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,18 +39,7 @@ from dlmsd.protocol.errors import DlmsError, ProtocolError
 from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    VECTORS: list[dict[str, Any]] = json.load(_file)
-
-
-def vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
-
-
-def cite(v: dict[str, Any]) -> str:
-    return f"{v['kind']}@{v['source']}"
+from tests.vectors import only_vector, vector_id
 
 
 def fixed(data: bytes) -> Any:
@@ -68,26 +55,26 @@ def events(conn: ClientConnection) -> list[ClientEvent]:
 
 def associated_client(**kwargs: Any) -> ClientConnection:
     """A client past the AARE of aare_accepted (conformance 0x00501F, max PDU 500)."""
-    v = vector("aare_accepted")
+    v = only_vector("aare_accepted")
     conn = ClientConnection(ClientSettings(**kwargs))
     conn.associate()
     conn.receive_apdu(bytes.fromhex(v["hex"]))
     (event,) = events(conn)
-    assert isinstance(event, Associated), cite(v)
+    assert isinstance(event, Associated), vector_id(v)
     return conn
 
 
 # --- AARQ ------------------------------------------------------------------------------------
 def test_lls_aarq_is_byte_exact() -> None:
     """aarq_lls@tests/test_asce/test_aarq.py:L23 (encode_equal)."""
-    v = vector("aarq_lls")
+    v = only_vector("aarq_lls")
     settings = ClientSettings(
         authentication=Authentication.LLS,
         password=b"12345678",
         conformance=Conformance(0x007E1F),
         max_pdu_size=0x04B0,
     )
-    assert ClientConnection(settings).associate().hex() == v["hex"], cite(v)
+    assert ClientConnection(settings).associate().hex() == v["hex"], vector_id(v)
 
 
 def test_ciphered_lls_aarq_is_byte_exact() -> None:
@@ -95,7 +82,7 @@ def test_ciphered_lls_aarq_is_byte_exact() -> None:
 
     Its plaintext carries dedicated key 00112233..FF, so it is a dedicated-ciphering AARQ.
     """
-    v = vector("aarq_ciphered_lls")
+    v = only_vector("aarq_ciphered_lls")
     keys = v["keys"]
     settings = ClientSettings(
         authentication=Authentication.LLS,
@@ -111,13 +98,13 @@ def test_ciphered_lls_aarq_is_byte_exact() -> None:
         max_pdu_size=0x04B0,
     )
     conn = ClientConnection(settings)
-    assert conn.associate().hex() == v["hex"], cite(v)
+    assert conn.associate().hex() == v["hex"], vector_id(v)
     assert conn.invocation_counter == keys["invocation_counter"] + 1
 
 
 def test_hls_gmac_aarq_matches_the_published_one_but_for_the_title() -> None:
     """aarq_hls_gmac@tests/test_asce/test_aarq.py:L32; we add calling-AP-title (GMAC needs it)."""
-    v = vector("aarq_hls_gmac")
+    v = only_vector("aarq_hls_gmac")
     settings = ClientSettings(
         authentication=Authentication.HLS_GMAC,
         cipher=Suite0Cipher(bytes(16), bytes(16)),
@@ -131,7 +118,7 @@ def test_hls_gmac_aarq_matches_the_published_one_but_for_the_title() -> None:
     assert ours.calling_ap_title == bytes(8)
     assert ours.mechanism == Mechanism.HLS_GMAC
     assert ours.calling_authentication_value == b"K56iVagY"
-    assert ours.user_information == published.user_information, cite(v)
+    assert ours.user_information == published.user_information, vector_id(v)
     assert AARQ(
         application_context=ours.application_context,
         sender_acse_requirements=True,
@@ -143,7 +130,7 @@ def test_hls_gmac_aarq_matches_the_published_one_but_for_the_title() -> None:
 
 # --- HLS-GMAC ------------------------------------------------------------------------------
 def hls_client() -> ClientConnection:
-    keys = vector("hls_gmac_f_stoc")["keys"]
+    keys = only_vector("hls_gmac_f_stoc")["keys"]
     settings = ClientSettings(
         authentication=Authentication.HLS_GMAC,
         cipher=Suite0Cipher(
@@ -161,23 +148,25 @@ def test_hls_pass_three_sends_the_published_f_stoc() -> None:
     """aare_hls_gmac@tests/test_asce/test_aare.py:L58 gives StoC 'P6wRJ21F';
     hls_gmac_f_stoc@jDLMS GmacTest (Green Book example) gives f(StoC) for it."""
     conn = hls_client()
-    conn.receive_apdu(bytes.fromhex(vector("aare_hls_gmac")["hex"]))
+    conn.receive_apdu(bytes.fromhex(only_vector("aare_hls_gmac")["hex"]))
     assert events(conn) == []
     assert conn.state == ClientState.AWAITING_HLS_REPLY
     (reply,) = conn.data_to_send()
     request = ActionRequestNormal.from_bytes(reply)
     assert request.method == REPLY_TO_HLS_AUTHENTICATION
-    assert request.parameters == Data.octet_string(bytes.fromhex(vector("hls_gmac_f_stoc")["hex"]))
+    assert request.parameters == Data.octet_string(
+        bytes.fromhex(only_vector("hls_gmac_f_stoc")["hex"])
+    )
 
 
 def test_hls_reply_from_another_key_is_refused() -> None:
     """action_response_with_data@tests/test_xdlms/test_action.py:L101 as the meter's f(CtoS):
     made with other keys (and the AARE names no meter title), so it cannot verify."""
     conn = hls_client()
-    conn.receive_apdu(bytes.fromhex(vector("aare_hls_gmac")["hex"]))
+    conn.receive_apdu(bytes.fromhex(only_vector("aare_hls_gmac")["hex"]))
     conn.data_to_send()
     published = ActionResponseNormal.from_bytes(
-        bytes.fromhex(vector("action_response_with_data")["hex"])
+        bytes.fromhex(only_vector("action_response_with_data")["hex"])
     )
     conn.receive_apdu(
         ActionResponseNormal(0xC1, published.result, published.return_parameters).to_bytes()
@@ -192,9 +181,9 @@ def test_hls_reply_from_another_key_is_refused() -> None:
 )
 def test_published_hls_replies_have_our_shape(kind: str) -> None:
     """The published reply_to_HLS_authentication requests are what our core sends."""
-    v = vector(kind)
+    v = only_vector(kind)
     request = ActionRequestNormal.from_bytes(bytes.fromhex(v["hex"]))
-    assert request.method == REPLY_TO_HLS_AUTHENTICATION, cite(v)
+    assert request.method == REPLY_TO_HLS_AUTHENTICATION, vector_id(v)
     assert isinstance(request.parameters, Data) and isinstance(request.parameters.value, bytes)
     assert len(request.parameters.value) == 17 and request.parameters.value[0] == 0x10
     assert request.to_bytes().hex() == v["hex"]
@@ -205,7 +194,7 @@ def test_accepted_aare_gives_conformance_and_pdu_size() -> None:
     """aare_accepted@tests/test_asce/test_aare.py:L14."""
     conn = ClientConnection(ClientSettings())
     conn.associate()
-    conn.receive_apdu(bytes.fromhex(vector("aare_accepted")["hex"]))
+    conn.receive_apdu(bytes.fromhex(only_vector("aare_accepted")["hex"]))
     (event,) = events(conn)
     assert isinstance(event, Associated)
     assert event.conformance == Conformance(0x00501F)
@@ -216,7 +205,7 @@ def test_rejected_aare_gives_a_reason() -> None:
     """aare_rejected_confirmed_service_error@tests/test_asce/test_aare.py:L40."""
     conn = ClientConnection(ClientSettings())
     conn.associate()
-    conn.receive_apdu(bytes.fromhex(vector("aare_rejected_confirmed_service_error")["hex"]))
+    conn.receive_apdu(bytes.fromhex(only_vector("aare_rejected_confirmed_service_error")["hex"]))
     (event,) = events(conn)
     assert isinstance(event, AssociationRefused)
     assert "dlms_version_too_low" in event.reason
@@ -229,7 +218,7 @@ def test_rejected_aare_gives_a_reason() -> None:
 )
 def test_range_read_request_is_byte_exact(kind: str) -> None:
     """get_request_with_range_descriptor(+annotated)@tests/test_xdlms/test_selective_access.py."""
-    v = vector(kind)
+    v = only_vector(kind)
     published = bytes.fromhex(v["hex"])
     # from/to are the two 12-byte octet-strings of the published request
     from_raw = published[published.index(bytes.fromhex("090c")) + 2 :][:12]
@@ -245,22 +234,22 @@ def test_range_read_request_is_byte_exact(kind: str) -> None:
         CosemAttributeDescriptor(7, Obis(1, 0, 99, 1, 0, 255), 2),
         descriptor.to_selective_access(),
     )
-    assert request.hex() == v["hex"], cite(v)
+    assert request.hex() == v["hex"], vector_id(v)
 
 
 def test_range_descriptor_encoding() -> None:
     """range_descriptor_encode@tests/test_xdlms/test_selective_access.py:L78."""
-    v = vector("range_descriptor_encode")
+    v = only_vector("range_descriptor_encode")
     raw = bytes.fromhex(v["hex"])
     parameters, _ = decode_data(raw, 1)
     descriptor = RangeDescriptor.from_data(parameters)
     assert descriptor.restricting_object == CaptureObjectDefinition(8, Obis(0, 0, 1, 0, 0, 255), 2)
     assert descriptor.selected_values == ()
-    assert descriptor.to_selective_access().to_bytes() == raw, cite(v)
+    assert descriptor.to_selective_access().to_bytes() == raw, vector_id(v)
 
 
 def object_list_blocks() -> list[bytes]:
-    v = vector("get_response_with_datablock_object_list")
+    v = only_vector("get_response_with_datablock_object_list")
     raw = bytes.fromhex(v["hex"])
     blocks, offset = [], 0
     for size in v["expected"]["derived"]["block_raw_data_lengths"]:
@@ -273,7 +262,7 @@ def object_list_blocks() -> list[bytes]:
 def test_object_list_in_69_published_blocks() -> None:
     """get_response_with_datablock_object_list@jDLMS kamsprupDataBlockGObjectListGet.txt:
     69 blocks, 123 entries, class ids {3:66, 1:42, 4:6, 7:6, 8:2, 15:1}."""
-    v = vector("get_response_with_datablock_object_list")
+    v = only_vector("get_response_with_datablock_object_list")
     conn = associated_client()
     conn.get(CosemAttributeDescriptor(15, Obis(0, 0, 40, 0, 0, 255), 2))
     blocks = object_list_blocks()
@@ -290,7 +279,7 @@ def test_object_list_in_69_published_blocks() -> None:
     entries = decode_object_list(event.result)
     assert len(entries) == v["expected"]["derived"]["entries"]
     counts = Counter(str(e.class_id) for e in entries)
-    assert dict(counts) == v["expected"]["derived"]["class_id_counts"], cite(v)
+    assert dict(counts) == v["expected"]["derived"]["class_id_counts"], vector_id(v)
 
 
 def test_block_with_a_gap_fails_the_session() -> None:

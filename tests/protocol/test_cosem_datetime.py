@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,17 +18,12 @@ from dlmsd.protocol.cosem_datetime import (
     CosemTime,
 )
 from dlmsd.protocol.errors import DecodeError, EncodeError
+from tests.vectors import vector_params
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _f:
-    VECTORS: list[dict[str, Any]] = json.load(_f)
 UTC1 = timezone(timedelta(hours=1))
 
 
-def vectors(kind: str) -> list[Any]:
-    return [pytest.param(v, id=f"{kind}@{v['source']}") for v in VECTORS if v["kind"] == kind]
-
-
-@pytest.mark.parametrize("vector", vectors("cosem_date_time_12_bytes"))
+@pytest.mark.parametrize("vector", vector_params("cosem_date_time_12_bytes"))
 def test_published_date_times(vector: dict[str, Any]) -> None:
     # tests/test_time.py:L13/L17/L21 (dlms-cosem): decode + encode_equal
     raw = bytes.fromhex(vector["hex"])

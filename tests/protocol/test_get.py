@@ -6,9 +6,7 @@ The hypothesis strategies at the top are shared by the SET/ACTION/notification t
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,21 +34,9 @@ from dlmsd.protocol.apdus.get import (
 from dlmsd.protocol.axdr import Data, DataType, decode_data_exact
 from dlmsd.protocol.errors import DlmsError, LengthError, TruncatedError, UnknownTagError
 from dlmsd.protocol.obis import Obis
+from tests.vectors import only_vector, published, vector_params
 
-with open(Path(__file__).parent.parent / "data" / "published.json") as _file:
-    VECTORS: list[dict[str, Any]] = json.load(_file)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    """The published vectors of `kinds` as pytest params, each id naming its source."""
-    return [
-        pytest.param(v, id=f"{v['kind']}@{v['source']}") for v in VECTORS if v["kind"] in kinds
-    ]
-
-
-def the_vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
+VECTORS = published()
 
 
 # --- shared strategies --------------------------------------------------------
@@ -151,7 +137,7 @@ def test_every_covered_kind_is_in_the_vector_file() -> None:
     assert {kind: counts[kind] for kind in COVERED_KINDS} == COVERED_KINDS
 
 
-@pytest.mark.parametrize("vector", vectors("get_request_normal"))
+@pytest.mark.parametrize("vector", vector_params("get_request_normal"))
 def test_get_request_normal_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_request(raw)
@@ -176,7 +162,7 @@ def test_fact_sheet_clock_read() -> None:
     assert apdu.to_bytes() == bytes.fromhex("C001C1000800000100 00FF0200".replace(" ", ""))
 
 
-@pytest.mark.parametrize("vector", vectors("get_request_next"))
+@pytest.mark.parametrize("vector", vector_params("get_request_next"))
 def test_get_request_next_vectors(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_request(raw)
@@ -186,7 +172,7 @@ def test_get_request_next_vectors(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_request_with_list"))
+@pytest.mark.parametrize("vector", vector_params("get_request_with_list"))
 def test_get_request_with_list_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_request(raw)
@@ -201,7 +187,7 @@ def test_get_request_with_list_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_normal"))
+@pytest.mark.parametrize("vector", vector_params("get_response_normal"))
 def test_get_response_normal_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_response(raw)
@@ -209,7 +195,7 @@ def test_get_response_normal_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_normal_with_error"))
+@pytest.mark.parametrize("vector", vector_params("get_response_normal_with_error"))
 def test_get_response_normal_with_error_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_response(raw)
@@ -217,7 +203,9 @@ def test_get_response_normal_with_error_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_with_block", "get_response_last_block"))
+@pytest.mark.parametrize(
+    "vector", vector_params("get_response_with_block", "get_response_last_block")
+)
 def test_get_response_with_datablock_vectors(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     asserted = vector["expected"]["asserted"]
@@ -233,7 +221,7 @@ def test_get_response_with_datablock_vectors(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_last_block_with_error"))
+@pytest.mark.parametrize("vector", vector_params("get_response_last_block_with_error"))
 def test_get_response_last_block_with_error_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_response(raw)
@@ -241,7 +229,7 @@ def test_get_response_last_block_with_error_vector(vector: dict[str, Any]) -> No
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_with_list"))
+@pytest.mark.parametrize("vector", vector_params("get_response_with_list"))
 def test_get_response_with_list_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_response(raw)
@@ -255,7 +243,7 @@ def test_get_response_with_list_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_with_list_compound"))
+@pytest.mark.parametrize("vector", vector_params("get_response_with_list_compound"))
 def test_get_response_with_list_compound_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_get_response(raw)
@@ -267,7 +255,7 @@ def test_get_response_with_list_compound_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("get_response_with_datablock_object_list"))
+@pytest.mark.parametrize("vector", vector_params("get_response_with_datablock_object_list"))
 def test_long_get_of_object_list_reassembles(vector: dict[str, Any]) -> None:
     """69 published raw-data blocks, each wrapped in a get-response-with-datablock."""
     raw = bytes.fromhex(vector["hex"])
@@ -336,7 +324,7 @@ def test_malformed_get(hex_bytes: str, error: type[DlmsError]) -> None:
 
 
 def test_trailing_bytes_are_refused() -> None:
-    raw = bytes.fromhex(the_vector("get_request_normal")["hex"]) + b"\x00"
+    raw = bytes.fromhex(only_vector("get_request_normal")["hex"]) + b"\x00"
     with pytest.raises(DlmsError, match="trailing"):
         decode_get_request(raw)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,21 +10,10 @@ from hypothesis import strategies as st
 
 from dlmsd.protocol.errors import DecodeError, DlmsError, EncodeError, TruncatedError
 from dlmsd.protocol.hdlc.address import HdlcAddress, decode_address
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
+from tests.vectors import vector_params
 
 
-def vectors(*kinds: str) -> list[Any]:
-    """Vectors of the given kinds, each with its published source as the test id."""
-    return [
-        pytest.param(vector, id=f"{vector['kind']}@{vector['source']}")
-        for vector in PUBLISHED
-        if vector["kind"] in kinds
-    ]
-
-
-@pytest.mark.parametrize("vector", vectors("hdlc_address"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_address"))
 def test_jdlms_address_vectors(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS HdlcAddressTest params2.
     data = bytes.fromhex(vector["hex"])
@@ -51,7 +38,7 @@ ENCODINGS = {
 }
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_address_encoding"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_address_encoding"))
 def test_address_encoding_vectors(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py (cited in the test id).
     expected = ENCODINGS[vector["hex"]]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +30,9 @@ from dlmsd.protocol.hdlc import (
     describe_transitions,
 )
 from dlmsd.protocol.hdlc.connection import ConnectionEvent
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
+PUBLISHED = published()
 
 
 def vector_hex(kind: str) -> str:

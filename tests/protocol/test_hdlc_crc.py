@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,18 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlmsd.protocol.hdlc.crc import checksum_bytes, crc16, crc16_table
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    """Vectors of the given kinds, each with its published source as the test id."""
-    return [
-        pytest.param(vector, id=f"{vector['kind']}@{vector['source']}")
-        for vector in PUBLISHED
-        if vector["kind"] in kinds
-    ]
+from tests.vectors import vector_params
 
 
 def test_check_value() -> None:
@@ -31,7 +18,7 @@ def test_check_value() -> None:
     assert crc16_table(b"123456789") == 0x906E
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_fcs"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_fcs"))
 def test_fcs_vectors(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS FcsCalcTest (cited in the test id); hex is format..information.
     data = bytes.fromhex(vector["hex"])
@@ -41,7 +28,7 @@ def test_fcs_vectors(vector: dict[str, Any]) -> None:
     assert full == b"\x7e" + data + expected + b"\x7e"
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_crc_hcs_fcs"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_crc_hcs_fcs"))
 def test_hcs_vector(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py L92.
     assert checksum_bytes(bytes.fromhex(vector["hex"])) == bytes.fromhex("5bec")

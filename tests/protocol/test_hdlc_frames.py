@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,18 +29,9 @@ from dlmsd.protocol.hdlc import (
     add_llc,
     strip_llc,
 )
+from tests.vectors import published, vector_params
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    """Vectors of the given kinds, each with its published source as the test id."""
-    return [
-        pytest.param(vector, id=f"{vector['kind']}@{vector['source']}")
-        for vector in PUBLISHED
-        if vector["kind"] in kinds
-    ]
+PUBLISHED = published()
 
 
 def one_vector(kind: str) -> dict[str, Any]:
@@ -58,7 +47,7 @@ def as_triple(address: HdlcAddress) -> list[int | None]:
 # -- format and control fields -------------------------------------------------------
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_frame_format_field"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_frame_format_field"))
 def test_frame_format_vectors(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py (cited in the test id).
     data = bytes.fromhex(vector["hex"])
@@ -77,7 +66,7 @@ def test_frame_format_errors() -> None:
         FrameFormat(0x800).to_bytes()
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_information_control_field"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_information_control_field"))
 def test_information_control_vector(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py L238.
     asserted = vector["expected"]["asserted"]
@@ -86,7 +75,7 @@ def test_information_control_vector(vector: dict[str, Any]) -> None:
     assert control.to_byte() == int(vector["hex"], 16)
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_ui_control_field"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_ui_control_field"))
 def test_ui_control_vector(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py L254: 0x13 = UI with P/F.
     control = Control.from_byte(0x13)
@@ -146,7 +135,7 @@ FRAME_KINDS = (
 )
 
 
-@pytest.mark.parametrize("vector", vectors(*FRAME_KINDS))
+@pytest.mark.parametrize("vector", vector_params(*FRAME_KINDS))
 def test_every_frame_vector_round_trips(vector: dict[str, Any]) -> None:
     # Sources: pwitab/dlms-cosem and OpenMUC jDLMS (cited in the test id).
     data = bytes.fromhex(vector["hex"])
@@ -154,7 +143,7 @@ def test_every_frame_vector_round_trips(vector: dict[str, Any]) -> None:
     assert frame.to_bytes() == data
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_fcs"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_fcs"))
 def test_fcs_vector_frames_round_trip(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS FcsCalcTest: the derived full frames are a real exchange.
     data = bytes.fromhex(vector["expected"]["derived"]["full_frame"])
@@ -162,7 +151,7 @@ def test_fcs_vector_frames_round_trip(vector: dict[str, Any]) -> None:
     assert frame.to_bytes() == data
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_frame"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_frame"))
 def test_jdlms_frame_vectors(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS HdlcFrameTest decode1..decode6 (cited in the test id).
     frame = HdlcFrame.from_bytes(bytes.fromhex(vector["hex"]))
@@ -197,7 +186,7 @@ def test_address_extraction_vector() -> None:
     assert data[2] == 0x7E
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_ua_4byte_address"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_ua_4byte_address"))
 def test_ua_4byte_address_vectors(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_hdlc/test_hdlc.py L72-L73.
     data = bytes.fromhex(vector["hex"])

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,9 +17,9 @@ from dlmsd.protocol.hdlc import (
     ReassemblyError,
     SegmentReassembler,
 )
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
+PUBLISHED = published()
 
 METER = HdlcAddress.server(1, 17)
 CLIENT = HdlcAddress.client(16)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,9 +10,9 @@ from hypothesis import strategies as st
 from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.hdlc import FrameError, HdlcFrame, HdlcStreamDecoder
 from tests.protocol.test_hdlc_frames import hdlc_frames
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
+PUBLISHED = published()
 
 
 def by_source(suffix: str) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,21 +22,7 @@ from dlmsd.protocol.errors import (
     TruncatedError,
     UnknownTagError,
 )
-
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent.parent / "data" / "published.json").read_text()
-)
-
-
-def vectors(kind: str) -> list[Any]:
-    """Every vector of ``kind`` as a pytest param whose id is the vector's source."""
-    return [pytest.param(v, id=v["source"]) for v in VECTORS if v["kind"] == kind]
-
-
-def vector(kind: str) -> dict[str, Any]:
-    (found,) = [v for v in VECTORS if v["kind"] == kind]
-    return found
-
+from tests.vectors import only_vector, vector_params
 
 # Names used by the conformance vectors (tests/test_asce/test_conformance.py) -> ours.
 VECTOR_FLAG_NAMES = {
@@ -106,7 +90,7 @@ def test_conformance_members_are_exactly_the_named_bits() -> None:
     assert {m.name for m in Conformance} == {name for name, _ in GREEN_BOOK_BITS}
 
 
-@pytest.mark.parametrize("v", vectors("conformance_bits"))
+@pytest.mark.parametrize("v", vector_params("conformance_bits"))
 def test_conformance_vectors(v: dict[str, Any]) -> None:
     # The vector is the BER bit-string contents (unused-bits byte + 3 bytes).
     encoded = b"\x5f\x1f\x04" + bytes.fromhex(v["hex"])
@@ -145,7 +129,7 @@ def test_conformance_encode_range() -> None:
 # --- InitiateRequest -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("v", vectors("initiate_request"))
+@pytest.mark.parametrize("v", vector_params("initiate_request"))
 def test_initiate_request_vector(v: dict[str, Any]) -> None:
     asserted = v["expected"]["asserted"]
     raw = bytes.fromhex(v["hex"])
@@ -161,7 +145,7 @@ def test_initiate_request_vector(v: dict[str, Any]) -> None:
     assert request.to_bytes() == raw  # asserted roundtrip
 
 
-@pytest.mark.parametrize("v", vectors("initiate_request_dedicated_key"))
+@pytest.mark.parametrize("v", vector_params("initiate_request_dedicated_key"))
 def test_initiate_request_dedicated_key_vector(v: dict[str, Any]) -> None:
     raw = bytes.fromhex(v["hex"])
     request = InitiateRequest.from_bytes(raw)
@@ -169,7 +153,7 @@ def test_initiate_request_dedicated_key_vector(v: dict[str, Any]) -> None:
     assert request.to_bytes() == raw  # asserted roundtrip
 
 
-@pytest.mark.parametrize("v", vectors("glo_initiate_request_green_book"))
+@pytest.mark.parametrize("v", vector_params("glo_initiate_request_green_book"))
 def test_green_book_glo_initiate_request_plaintext(v: dict[str, Any]) -> None:
     # The plaintext under the Green Book's ciphering example.
     plaintext = bytes.fromhex(v["expected"]["derived"]["plaintext_hex"])
@@ -184,7 +168,7 @@ def test_green_book_glo_initiate_request_plaintext(v: dict[str, Any]) -> None:
     assert request.to_bytes() == plaintext
 
 
-@pytest.mark.parametrize("v", vectors("glo_initiate_request_apdu"))
+@pytest.mark.parametrize("v", vector_params("glo_initiate_request_apdu"))
 def test_glo_initiate_request_apdu_plaintext(v: dict[str, Any]) -> None:
     plaintext = bytes.fromhex(v["expected"]["plaintext_hex"])
     request = InitiateRequest.from_bytes(plaintext)
@@ -247,7 +231,7 @@ def test_initiate_request_errors(raw: bytes, error: type[DlmsError]) -> None:
     "kind", ["initiate_request", "initiate_request_dedicated_key", "initiate_response"]
 )
 def test_every_prefix_is_truncated(kind: str) -> None:
-    raw = bytes.fromhex(vector(kind)["hex"])
+    raw = bytes.fromhex(only_vector(kind)["hex"])
     decoder = InitiateResponse if raw[0] == 0x08 else InitiateRequest
     for size in range(len(raw)):
         with pytest.raises(TruncatedError):
@@ -275,7 +259,7 @@ def test_initiate_request_encode_range(fields: dict[str, int]) -> None:
 # --- InitiateResponse ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("v", vectors("initiate_response"))
+@pytest.mark.parametrize("v", vector_params("initiate_response"))
 def test_initiate_response_vector(v: dict[str, Any]) -> None:
     asserted = v["expected"]["asserted"]
     raw = bytes.fromhex(v["hex"])
@@ -288,7 +272,7 @@ def test_initiate_response_vector(v: dict[str, Any]) -> None:
     assert response.to_bytes() == raw  # asserted roundtrip
 
 
-@pytest.mark.parametrize("v", vectors("initiate_response_qos"))
+@pytest.mark.parametrize("v", vector_params("initiate_response_qos"))
 def test_initiate_response_qos_vector(v: dict[str, Any]) -> None:
     raw = bytes.fromhex(v["hex"])
     response = InitiateResponse.from_bytes(raw)
@@ -299,7 +283,7 @@ def test_initiate_response_qos_vector(v: dict[str, Any]) -> None:
     assert response.to_bytes() == raw
 
 
-@pytest.mark.parametrize("v", vectors("rlre_ciphered"))
+@pytest.mark.parametrize("v", vector_params("rlre_ciphered"))
 def test_initiate_response_inside_ciphered_rlre(v: dict[str, Any]) -> None:
     # The derived plaintext of the glo-initiateResponse in the ciphered RLRE.
     plaintext = bytes.fromhex(v["expected"]["derived"]["plaintext_hex"])

@@ -25,13 +25,13 @@ from tests.protocol.test_get import (
     attribute_descriptors,
     data_values,
     u32,
-    vectors,
 )
+from tests.vectors import vector_params
 
 DATE_TIME = CosemDateTime.from_bytes(bytes.fromhex("07e30c1001073b28ff8000ff"))
 
 
-@pytest.mark.parametrize("vector", vectors("data_notification_apdu"))
+@pytest.mark.parametrize("vector", vector_params("data_notification_apdu"))
 def test_data_notification_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     asserted = vector["expected"]["asserted"]
@@ -45,7 +45,9 @@ def test_data_notification_vector(vector: dict[str, Any]) -> None:
     assert notification.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("udp_wrapper+general_glo_ciphering_datanotification"))
+@pytest.mark.parametrize(
+    "vector", vector_params("udp_wrapper+general_glo_ciphering_datanotification")
+)
 def test_decrypted_push_plaintexts(vector: dict[str, Any]) -> None:
     # The plaintexts of the four encrypted UDP pushes (derived in published.json).
     raw = bytes.fromhex(vector["expected"]["derived"]["plaintext_hex"])
@@ -71,7 +73,7 @@ def test_fact_sheet_vector_3_plaintext() -> None:
     assert notification.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("hdlc_ui_frame_data_notification"))
+@pytest.mark.parametrize("vector", vector_params("hdlc_ui_frame_data_notification"))
 def test_norwegian_han_push_in_hdlc_frame(vector: dict[str, Any]) -> None:
     frame = bytes.fromhex(vector["hex"])
     llc = frame.index(bytes.fromhex("e6e700"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +10,9 @@ from hypothesis import strategies as st
 
 from dlmsd.protocol.errors import DecodeError, EncodeError
 from dlmsd.protocol.obis import Obis
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _f:
-    VECTORS: list[dict[str, Any]] = json.load(_f)
+VECTORS = published()
 
 
 @pytest.mark.parametrize(

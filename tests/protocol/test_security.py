@@ -6,10 +6,8 @@ Vectors come from tests/data/published.json (each test cites the vector's
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,23 +31,7 @@ from dlmsd.protocol.security import (
     verify_hls_gmac_response,
     wrap_key,
 )
-
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent.parent / "data" / "published.json").read_text()
-)
-
-
-def vectors_of(*kinds: str) -> list[Any]:
-    """One pytest param per published vector of these kinds, id'd by its source."""
-    return [
-        pytest.param(v, id=f"{v['kind']}@{v['source']}") for v in VECTORS if v["kind"] in kinds
-    ]
-
-
-def cipher_for(keys: dict[str, Any], **kwargs: bool) -> Suite0Cipher:
-    return Suite0Cipher(
-        bytes.fromhex(keys["encryption_key"]), bytes.fromhex(keys["authentication_key"]), **kwargs
-    )
+from tests.vectors import cipher_for, vector_params
 
 
 def ic_bytes(ic: int) -> bytes:
@@ -137,7 +119,7 @@ def test_fact_sheet_vector_3_data_notification(cipher: Suite0Cipher) -> None:
 # --- published vectors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vector", vectors_of("aes_gcm_ciphertext_and_tag"))
+@pytest.mark.parametrize("vector", vector_params("aes_gcm_ciphertext_and_tag"))
 def test_published_aes_gcm_ciphertext_and_tag(vector: dict[str, Any]) -> None:
     keys, expected = vector["keys"], vector["expected"]
     cipher = cipher_for(keys)
@@ -150,7 +132,7 @@ def test_published_aes_gcm_ciphertext_and_tag(vector: dict[str, Any]) -> None:
     assert cipher.decrypt(st_, sc, ic, body) == plaintext
 
 
-@pytest.mark.parametrize("vector", vectors_of("hls_gmac_tag"))
+@pytest.mark.parametrize("vector", vector_params("hls_gmac_tag"))
 def test_published_hls_gmac_tag(vector: dict[str, Any]) -> None:
     keys, asserted = vector["keys"], vector["expected"]["asserted"]
     cipher = cipher_for(keys)
@@ -162,7 +144,7 @@ def test_published_hls_gmac_tag(vector: dict[str, Any]) -> None:
     assert tag == bytes.fromhex(asserted["gmac_tag_hex"]) == bytes.fromhex(vector["hex"])
 
 
-@pytest.mark.parametrize("vector", vectors_of("hls_gmac_f_stoc"))
+@pytest.mark.parametrize("vector", vector_params("hls_gmac_f_stoc"))
 def test_published_hls_gmac_f_stoc(vector: dict[str, Any]) -> None:
     keys = vector["keys"]
     cipher = cipher_for(keys)
@@ -176,7 +158,7 @@ def test_published_hls_gmac_f_stoc(vector: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "vector", vectors_of("glo_initiate_request_apdu", "glo_initiate_request_green_book")
+    "vector", vector_params("glo_initiate_request_apdu", "glo_initiate_request_green_book")
 )
 def test_published_glo_initiate_request_encrypts_exactly(vector: dict[str, Any]) -> None:
     keys = vector["keys"]
@@ -192,7 +174,7 @@ def test_published_glo_initiate_request_encrypts_exactly(vector: dict[str, Any])
     assert cipher.decrypt(st_, apdu[2], int.from_bytes(apdu[3:7], "big"), apdu[7:]) == plaintext
 
 
-@pytest.mark.parametrize("vector", vectors_of("aes_key_wrap_rfc3394"))
+@pytest.mark.parametrize("vector", vector_params("aes_key_wrap_rfc3394"))
 def test_published_aes_key_wrap(vector: dict[str, Any]) -> None:
     kek = bytes.fromhex(vector["keys"]["master_key_kek"])
     key = bytes.fromhex(vector["expected"]["asserted"]["unwrapped_key"])

@@ -21,7 +21,8 @@ from dlmsd.protocol.axdr import Data, decode_data_exact, encode_data
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DecodeError, DlmsError, UnknownTagError
 from dlmsd.protocol.obis import Obis
-from tests.protocol.test_get import FAST, data_values, i8, obis_codes, u16, u32, vectors
+from tests.protocol.test_get import FAST, data_values, i8, obis_codes, u16, u32
+from tests.vectors import vector_params
 
 CLOCK_TIME = CaptureObjectDefinition(8, Obis.parse("0.0.1.0.0.255"), 2, 0)
 LOAD_PROFILE = CosemAttributeDescriptor(7, Obis.parse("1.0.99.1.0.255"), 2)
@@ -32,7 +33,7 @@ def _selective_access(raw: bytes) -> SelectiveAccess:
     return SelectiveAccess(raw[0], decode_data_exact(raw[1:]))
 
 
-@pytest.mark.parametrize("vector", vectors("capture_object_definition"))
+@pytest.mark.parametrize("vector", vector_params("capture_object_definition"))
 def test_capture_object_definition_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     asserted = vector["expected"]["asserted"]
@@ -46,7 +47,7 @@ def test_capture_object_definition_vector(vector: dict[str, Any]) -> None:
     assert encode_data(column.to_data()) == raw
 
 
-@pytest.mark.parametrize("vector", vectors("range_descriptor_encode"))
+@pytest.mark.parametrize("vector", vector_params("range_descriptor_encode"))
 def test_range_descriptor_encode_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     # from 2020-01-01 00:03 (deviation -120) to 2020-01-06 00:03 (deviation -60), all columns
@@ -63,7 +64,9 @@ def test_range_descriptor_encode_vector(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "vector",
-    vectors("get_request_with_range_descriptor", "get_request_with_range_descriptor_annotated"),
+    vector_params(
+        "get_request_with_range_descriptor", "get_request_with_range_descriptor_annotated"
+    ),
 )
 def test_get_request_with_range_descriptor_vectors(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])

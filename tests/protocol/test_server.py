@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,9 +36,9 @@ from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.protocol.server import ServerConnection, ServerState
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    VECTORS: list[dict[str, Any]] = json.load(_file)
+VECTORS = published()
 
 EK = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 AK = bytes.fromhex("d0d1d2d3d4d5d6d7d8d9dadbdcdddedf")

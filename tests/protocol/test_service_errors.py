@@ -31,7 +31,8 @@ from dlmsd.protocol.errors import (
     TruncatedError,
     UnknownTagError,
 )
-from tests.protocol.test_get import FAST, assert_only_dlms_errors, u32, vectors
+from tests.protocol.test_get import FAST, assert_only_dlms_errors, u32
+from tests.vectors import vector_params
 
 
 def test_result_codes_match_the_green_book() -> None:
@@ -43,7 +44,7 @@ def test_result_codes_match_the_green_book() -> None:
     assert int(ActionResult.OTHER_REASON) == 250
 
 
-@pytest.mark.parametrize("vector", vectors("aare_rejected_confirmed_service_error"))
+@pytest.mark.parametrize("vector", vector_params("aare_rejected_confirmed_service_error"))
 def test_confirmed_service_error_inside_aare(vector: dict[str, Any]) -> None:
     # user-information BE 06 04 04 | 0E 01 06 01: initiateError, initiate, dlms-version-too-low.
     aare = bytes.fromhex(vector["hex"])

@@ -39,11 +39,11 @@ from tests.protocol.test_get import (
     optional_access,
     u8,
     u32,
-    vectors,
 )
+from tests.vectors import vector_params
 
 
-@pytest.mark.parametrize("vector", vectors("set_request_normal"))
+@pytest.mark.parametrize("vector", vector_params("set_request_normal"))
 def test_set_request_normal_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     asserted = vector["expected"]["asserted"]
@@ -60,7 +60,7 @@ def test_set_request_normal_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("set_request_with_first_block"))
+@pytest.mark.parametrize("vector", vector_params("set_request_with_first_block"))
 def test_set_request_with_first_block_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     asserted = vector["expected"]["asserted"]
@@ -76,7 +76,7 @@ def test_set_request_with_first_block_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("set_response_normal"))
+@pytest.mark.parametrize("vector", vector_params("set_response_normal"))
 def test_set_response_normal_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_set_response(raw)
@@ -84,7 +84,7 @@ def test_set_response_normal_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("set_response_with_block"))
+@pytest.mark.parametrize("vector", vector_params("set_response_with_block"))
 def test_set_response_with_block_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_set_response(raw)
@@ -92,7 +92,7 @@ def test_set_response_with_block_vector(vector: dict[str, Any]) -> None:
     assert apdu.to_bytes() == raw
 
 
-@pytest.mark.parametrize("vector", vectors("set_response_last_block"))
+@pytest.mark.parametrize("vector", vector_params("set_response_last_block"))
 def test_set_response_last_block_vector(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["hex"])
     apdu = decode_set_response(raw)

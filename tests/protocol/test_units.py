@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Context, Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,9 +11,9 @@ from hypothesis import strategies as st
 from dlmsd.protocol.axdr import Data, decode_data_exact
 from dlmsd.protocol.errors import DecodeError
 from dlmsd.protocol.units import ScalerUnit, Unit, apply_scaler, unit_name, unit_symbol
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _f:
-    VECTORS: list[dict[str, Any]] = json.load(_f)
+VECTORS = published()
 
 # Blue Book Ed. 12.2 excerpt, Table 4 (see dlmsd/protocol/units.py for the sources).
 BLUE_BOOK = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +16,7 @@ from dlmsd.protocol.wrapper import (
     decode_datagram,
     decode_header,
 )
-
-with open(Path(__file__).parent.parent / "data" / "published.json", encoding="utf-8") as _file:
-    PUBLISHED: list[dict[str, Any]] = json.load(_file)
-
-
-def vectors(*kinds: str) -> list[Any]:
-    """Vectors of the given kinds, each with its published source as the test id."""
-    return [
-        pytest.param(vector, id=f"{vector['kind']}@{vector['source']}")
-        for vector in PUBLISHED
-        if vector["kind"] in kinds
-    ]
+from tests.vectors import vector_params
 
 
 def drain(decoder: WrapperStreamDecoder) -> list[WrapperFrame]:
@@ -43,7 +30,9 @@ def drain(decoder: WrapperStreamDecoder) -> list[WrapperFrame]:
 # -- published vectors ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("vector", vectors("udp_wrapper+general_glo_ciphering_datanotification"))
+@pytest.mark.parametrize(
+    "vector", vector_params("udp_wrapper+general_glo_ciphering_datanotification")
+)
 def test_udp_push_vectors(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_udp_message.py (cited in the test id).
     data = bytes.fromhex(vector["hex"])
@@ -60,7 +49,7 @@ def test_udp_push_vectors(vector: dict[str, Any]) -> None:
         assert len(frame.apdu) == wrapper["length"]
 
 
-@pytest.mark.parametrize("vector", vectors("ip_wrapper_header"))
+@pytest.mark.parametrize("vector", vector_params("ip_wrapper_header"))
 def test_header_only_vector(vector: dict[str, Any]) -> None:
     # Source: pwitab/dlms-cosem tests/test_udp_message.py L23: the 8-byte header alone.
     data = bytes.fromhex(vector["hex"])
@@ -79,7 +68,7 @@ def test_header_only_vector(vector: dict[str, Any]) -> None:
     assert decoder.pending_bytes == 8
 
 
-@pytest.mark.parametrize("vector", vectors("ip_wrapper_header_valid"))
+@pytest.mark.parametrize("vector", vector_params("ip_wrapper_header_valid"))
 def test_jdlms_valid_header(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS WrapperHeaderTest decode1 (cited in the test id).
     data = bytes.fromhex(vector["hex"])
@@ -92,7 +81,7 @@ def test_jdlms_valid_header(vector: dict[str, Any]) -> None:
     assert frame.to_bytes() == data
 
 
-@pytest.mark.parametrize("vector", vectors("ip_wrapper_header_bad_version"))
+@pytest.mark.parametrize("vector", vector_params("ip_wrapper_header_bad_version"))
 def test_bad_version_vectors(vector: dict[str, Any]) -> None:
     # Source: OpenMUC jDLMS WrapperHeaderTest illegalVersionTest / decode2.
     data = bytes.fromhex(vector["hex"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import stat
@@ -29,11 +28,11 @@ from dlmsd.service.keystore import (
     load_key_file,
     parse_key_text,
 )
+from tests.vectors import published
 
 REPO = Path(__file__).parent.parent.parent
 SAMPLE = REPO / "etc" / "keys.toml"
-with open(Path(__file__).parent.parent / "data" / "published.json") as _vectors:
-    PUBLISHED = json.load(_vectors)
+PUBLISHED = published()
 UDP_PUSHES = [v for v in PUBLISHED if v["kind"].startswith("udp_wrapper+general_glo_ciphering")]
 
 EK = "000102030405060708090A0B0C0D0E0F"

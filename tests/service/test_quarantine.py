@@ -15,9 +15,9 @@ from dlmsd.service.quarantine import (
     QuarantinedFrame,
     read_quarantine,
 )
+from tests.vectors import published
 
-with open(Path(__file__).parent.parent / "data" / "published.json") as _vectors:
-    PUBLISHED = json.load(_vectors)
+PUBLISHED = published()
 # Source: dlms-cosem tests/test_udp_message.py:L6 (UDP wrapper + general-glo-ciphering push).
 UDP_PUSH = next(v for v in PUBLISHED if v["source"] == "tests/test_udp_message.py:L6")
 TITLE = bytes.fromhex(UDP_PUSH["keys"]["system_title"])
