@@ -46,7 +46,7 @@ test-deps:
 test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) test-deps
 	$(BIN)/python -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python -m bench
 
