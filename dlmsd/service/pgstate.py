@@ -50,7 +50,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from dlmsd.service.state import AcceptedPush, SpoolEntry, SpoolRecord, StateError
+from dlmsd.service.state import (
+    AcceptedPush,
+    SpoolEntry,
+    SpoolRecord,
+    StateError,
+    spool_has_room,
+)
 from dlmsd.service.statebackend import CommitResult, StateUnavailable, redact_dsn
 
 try:
@@ -487,10 +493,7 @@ class PgStateBackend:
         return len(self._staged)
 
     def spool_has_room(self) -> bool:
-        if not self.spool_limit or self.spool_full != "refuse":
-            return True
-        fullest = max(self._depths.values(), default=0)
-        return fullest + len(self._staged) < self.spool_limit
+        return spool_has_room(self.spool_limit, self.spool_full, self._depths, len(self._staged))
 
     def spool_depths(self) -> dict[str, int]:
         return dict(self._depths)

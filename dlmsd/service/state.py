@@ -192,6 +192,17 @@ class SpoolRecord(Mapping[str, object]):
         return f"SpoolRecord({self.record_id!r})"
 
 
+def spool_has_room(limit: int | None, policy: str, depths: Mapping[str, int], staged: int) -> bool:
+    """Whether a bounded spool with the ``refuse`` policy takes one more push.
+
+    Shared by the state backends: the fullest sink queue plus what is staged
+    must stay below the limit.
+    """
+    if not limit or policy != "refuse":
+        return True
+    return max(depths.values(), default=0) + staged < limit
+
+
 @attrs.frozen(slots=True)
 class SpoolEntry:
     """One queued record of one sink."""
@@ -374,10 +385,7 @@ class StateStore:
 
     def spool_has_room(self) -> bool:
         """False when the ``refuse`` policy must refuse the next push: a queue is full."""
-        if not self.spool_limit or self.spool_full != "refuse":
-            return True
-        fullest = max(self._depths.values(), default=0)
-        return fullest + len(self._staged) < self.spool_limit
+        return spool_has_room(self.spool_limit, self.spool_full, self._depths, len(self._staged))
 
     def spool_depths(self) -> dict[str, int]:
         """Records queued per sink, from memory (no query)."""
