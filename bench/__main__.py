@@ -83,7 +83,10 @@ class Row:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    # Rates keep one decimal; ratios and other small figures keep three.
+    if value is None:
+        return None
+    return round(value, 1) if abs(value) >= 10 else round(value, 3)
 
 
 @attrs.frozen(slots=True)

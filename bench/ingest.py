@@ -7,8 +7,9 @@ daemon and the baseline run on the same cores (see bench/README.md).
 
 * ``ingest_udp``: pushes/s the daemon accepts over UDP (1,000 meters, every
   push verified, decrypted, decoded, committed to SQLite and spooled to the
-  JSONL sink) next to a bare ``DatagramProtocol`` that only counts, fed by
-  the same sender in the same run.
+  JSONL sink) next to a bare ``DatagramProtocol`` that only counts and one
+  that only authenticates (the floor: wrapper check, peel, key lookup, GCM
+  verify + decrypt), fed by the same sender in the same run.
 * ``ingest_tcp``: the same over TCP (wrapper stream, 4 connections) next to a
   bare ``Protocol`` that only splits the stream into frames and counts them.
 * ``ingest_latency``: p50/p99 from the sender's ``send()`` to the record's
@@ -40,6 +41,7 @@ from typing import IO
 
 import attrs
 
+from bench.loadgen import UdpQueueWatch
 from bench.support import (
     ROOT,
     RowData,
@@ -124,20 +126,39 @@ class Daemon:
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else float("nan")
 
-    def metric(self, name: str, **labels: str) -> float:
-        """One series from the metrics endpoint (0 when absent)."""
+    def scrape(self) -> dict[str, float]:
+        """Every sample of the metrics endpoint, ``name{labels}`` -> value."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
-        wanted = f"{name}{{{label_text}}}" if labels else name
+        samples = {}
         for line in text.splitlines():
-            if line.startswith(wanted + " "):
-                return float(line.split()[-1])
-        return 0.0
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                samples[series] = float(value)
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One series from the metrics endpoint (0 when absent)."""
+        label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        return self.scrape().get(f"{name}{{{label_text}}}" if labels else name, 0.0)
 
     def accepted(self) -> float:
         return self.metric("dlmsd_pushes_accepted_total")
+
+    def tally(self) -> Tally:
+        """Accepted (committed), rejected (any reason) and received UDP frames, one scrape."""
+        samples = self.scrape()
+        rejected = sum(
+            value
+            for series, value in samples.items()
+            if series.startswith("dlmsd_pushes_rejected_total{")
+        )
+        return Tally(
+            samples.get("dlmsd_pushes_accepted_total", 0.0),
+            rejected,
+            samples.get('dlmsd_frames_received_total{listener="udp"}', 0.0),
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -264,23 +285,47 @@ def _duration_of(helper: Helper) -> float:
     return float(arguments[arguments.index("--duration") + 1])
 
 
-def counter_rate(transport: str, duration: float, frames: int) -> Window:
-    """What a bare Twisted counter takes from the same kind of sender."""
-    counter = Helper(f"{transport}-counter")
+@attrs.frozen(slots=True)
+class Tally:
+    """A receiver's running totals: frames taken (accepted by the daemon, counted or
+    verified by a baseline), rejected, and received (taken, rejected or in progress)."""
+
+    taken: float
+    rejected: float
+    received: float
+
+
+def baseline_tally(receiver: Helper) -> Callable[[], Tally]:
+    """Sampler of a `bench.loadgen` receiver (``?`` -> ``count TAKEN TIME RECEIVED REJECTED``)."""
+
+    def tally() -> Tally:
+        receiver.say("?")
+        words = receiver.hear()
+        return Tally(float(words[1]), float(words[4]), float(words[3]))
+
+    return tally
+
+
+def baseline_rate(role: str, duration: float, frames: int) -> Window:
+    """What a bare Twisted receiver (`bench.loadgen` `role`) takes from the same kind of
+    sender, cycling over valid pushes of the same 1,000 meters."""
+    receiver = Helper(role, *_receiver_arguments(role))
     try:
-        port = int(counter.hear()[1])
+        port = int(receiver.hear()[1])
+        transport = role.split("-")[0]
         helper = sender(
             transport, port, UDP_METERS, frames, "--duration", str(duration), "--cycle"
         )
-
-        def sample() -> float:
-            counter.say("?")
-            return float(counter.hear()[1])
-
-        window = timed_window(sample, counter.process.pid, helper)
+        tally = baseline_tally(receiver)
+        window = timed_window(lambda: tally().taken, receiver.process.pid, helper)
     finally:
-        counter.close()
+        receiver.close()
     return window
+
+
+def _receiver_arguments(role: str) -> tuple[str, ...]:
+    # The verify-only receiver holds the keys of the meters the sender pushes for.
+    return ("--meters", str(UDP_METERS)) if role == "udp-verify" else ()
 
 
 # --- sustained rate: paced sender, rate stepped up until frames are lost ---------------------
@@ -292,6 +337,24 @@ STEP_FACTOR = 1.5
 FIRST_RATE = 2_000.0
 LADDER_SECONDS = 12.0  # per receiver, steps included; keeps `make bench` bounded
 SUSTAINED_FRAMES = 150_000  # distinct pushes built for the daemon (each accepted once)
+IDLE_TIMEOUT = 2.0  # longest wait for a receiver to finish the previous step's frames
+IDLE_POLL = 0.02
+
+
+@attrs.frozen(slots=True)
+class Step:
+    """One step of the ladder. `loss` is the share of the frames sent that the receiver
+    had not taken when sampled after the grace; it is `dropped` (by the kernel: the
+    receive queue was full) + `rejected` (by the receiver) + `late` (still queued or
+    in progress). `grace` is the time from the last send to the sample's answer."""
+
+    rate: float
+    sent_rate: float
+    loss: float
+    dropped: float
+    rejected: float
+    late: float
+    grace: float
 
 
 @attrs.frozen(slots=True)
@@ -300,30 +363,51 @@ class Sustained:
 
     rate: float  # pushes/s wall clock, 0 if even the first step lost frames
     limited_by: str  # "loss", "sender" (could not send faster), "frames", "time"
-    steps: tuple[tuple[float, float, float], ...]  # (target rate, sent rate, loss)
+    steps: tuple[Step, ...]
 
 
-def sustained_rate(sample: Callable[[], float], helper: Helper) -> Sustained:
+def wait_idle(sample: Callable[[], Tally], watch: UdpQueueWatch) -> Tally:
+    """The receiver's tally once its queue is empty and every frame it received is taken
+    or rejected (at most `IDLE_TIMEOUT` s), so no step counts the previous one's frames."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while True:
+        tally = sample()
+        handled = tally.taken + tally.rejected >= tally.received
+        if (handled and watch.queued() == 0) or time.monotonic() >= deadline:
+            return tally
+        time.sleep(IDLE_POLL)
+
+
+def sustained_rate(sample: Callable[[], Tally], helper: Helper, watch: UdpQueueWatch) -> Sustained:
     """Step a ``--mode steps`` sender's rate up (x1.5) until a step loses >= 1%, then try
     once between the last good and the first bad rate. `sample()` is the receiver's
-    running count of frames taken (accepted, for the daemon)."""
-    steps: list[tuple[float, float, float]] = []
+    tally (frames taken: accepted, for the daemon); `watch` its socket's kernel drops."""
+    steps: list[Step] = []
     deadline = time.monotonic() + LADDER_SECONDS
 
     def step(rate: float) -> tuple[bool, str]:
-        before = sample()
+        before = wait_idle(sample, watch)
+        drops_before = watch.drops()
         helper.say(f"step {rate:.0f} {STEP_SECONDS}")
         words = helper.hear()
         sent, seconds = int(words[1]), float(words[2])
+        sent_at = time.monotonic()
         time.sleep(STEP_GRACE)
-        taken = sample() - before
-        loss = 1.0 - taken / sent if sent else 1.0
-        steps.append((rate, sent / seconds if seconds > 0 else 0.0, loss))
+        after = sample()
+        grace = time.monotonic() - sent_at
+        taken = after.taken - before.taken
+        share = 1.0 / sent if sent else 0.0
+        loss = 1.0 - taken * share if sent else 1.0
+        dropped = (watch.drops() - drops_before) * share
+        rejected = (after.rejected - before.rejected) * share
+        late = max(loss - dropped - rejected, 0.0)
+        sent_rate = sent / seconds if seconds > 0 else 0.0
+        steps.append(Step(rate, sent_rate, loss, dropped, rejected, late, grace))
         if sent < int(rate * STEP_SECONDS):
             return False, "frames"
         if loss >= LOSS_LIMIT:
             return False, "loss"
-        if sent / seconds < 0.95 * rate:
+        if sent_rate < 0.95 * rate:
             return False, "sender"
         return True, ""
 
@@ -345,7 +429,7 @@ def sustained_rate(sample: Callable[[], float], helper: Helper) -> Sustained:
     return Sustained(good, why, tuple(steps))
 
 
-def sustained_steps(port: int, cycle: bool, sample: Callable[[], float]) -> Sustained:
+def sustained_steps(port: int, cycle: bool, sample: Callable[[], Tally]) -> Sustained:
     """Run the ladder against a UDP receiver on `port` with a fresh stepping sender."""
     frames = 20_000 if cycle else SUSTAINED_FRAMES
     extra = ("--mode", "steps", "--cycle") if cycle else ("--mode", "steps")
@@ -354,15 +438,31 @@ def sustained_steps(port: int, cycle: bool, sample: Callable[[], float]) -> Sust
     )
     helper.say("go")
     try:
-        return sustained_rate(sample, helper)
+        return sustained_rate(sample, helper, UdpQueueWatch(port))
     finally:
         if helper.process.poll() is None:
             helper.process.kill()
             helper.process.wait()
 
 
+def _step_notes(step: Step) -> str:
+    text = f"{step.rate / 1000:.1f}k:{step.loss:.1%}"
+    if step.loss < LOSS_LIMIT:
+        return text
+    parts = [
+        f"{what} {share:.1%}"
+        for what, share in (
+            ("dropped", step.dropped),
+            ("rejected", step.rejected),
+            ("late", step.late),
+        )
+        if share >= 0.0005
+    ]
+    return f"{text} ({', '.join(parts)})" if parts else text
+
+
 def _sustained_notes(result: Sustained) -> str:
-    tried = ", ".join(f"{rate / 1000:.1f}k:{loss:.1%}" for rate, _, loss in result.steps)
+    tried = ", ".join(_step_notes(step) for step in result.steps)
     return f"stopped by {result.limited_by}; steps (rate: loss) {tried}"
 
 
@@ -380,34 +480,37 @@ def _window_notes(window: Window, what: str) -> str:
 
 
 def run_udp(duration: float) -> Report:
-    """Daemon vs bare DatagramProtocol over UDP, same sender, same run.
+    """Daemon vs two bare DatagramProtocols over UDP, same sender, same run: one that
+    only counts (the ceiling) and one that only authenticates (the floor).
 
     Two measures: per CPU second of each receiver with a closed-loop sender
     (capacity on one core, independent of what else ran), and the highest
     wall-clock rate each sustains with < 1% loss from a paced, stepped sender.
     """
     duration = max(duration, 2.0)
-    with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
-        with Daemon(Path(scratch), UDP_METERS) as daemon:
-            frames = _frames_for(duration, 40_000)
-            helper = sender(
-                "udp", daemon.udp_port, UDP_METERS, frames, "--duration", str(duration)
-            )
-            assert daemon.process is not None
-            ours = timed_window(daemon.accepted, daemon.process.pid, helper)
-            ours_sustained = sustained_steps(daemon.udp_port, False, daemon.accepted)
-            rss = daemon.rss_mb()
-            replays = daemon.metric("dlmsd_pushes_rejected_total", reason="replay")
-        bare = counter_rate("udp", duration, frames)
-        bare_sustained = _bare_sustained()
+    frames = _frames_for(duration, 40_000)
+    with (
+        tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch,
+        Daemon(Path(scratch), UDP_METERS) as daemon,
+    ):
+        helper = sender("udp", daemon.udp_port, UDP_METERS, frames, "--duration", str(duration))
+        assert daemon.process is not None
+        ours = timed_window(daemon.accepted, daemon.process.pid, helper)
+        ours_sustained = sustained_steps(daemon.udp_port, False, daemon.tally)
+        rss = daemon.rss_mb()
+        replays = daemon.metric("dlmsd_pushes_rejected_total", reason="replay")
+    bare = baseline_rate("udp-counter", duration, frames)
+    verify = baseline_rate("udp-verify", duration, frames)
+    bare_sustained = _baseline_sustained("udp-counter")
+    verify_sustained = _baseline_sustained("udp-verify")
     _cache["udp"] = ours.wall_rate
     notes = (
         f"per CPU second of each receiver; 1,000 meters, SC 0x30 pushes of 114/143 bytes; "
         f"{_window_notes(ours, 'dlmsd')}; {_window_notes(bare, 'bare')}; "
         f"daemon RSS {rss:.0f} MB; replays {replays:.0f}"
     )
-    ratio = ours.core_rate / bare.core_rate if bare.core_rate else None
-    sustained_ratio = ours_sustained.rate / bare_sustained.rate if bare_sustained.rate else None
+    ratio = _share(ours.core_rate, bare.core_rate)
+    sustained_ratio = _share(ours_sustained.rate, bare_sustained.rate)
     return Report(
         [
             RowData(
@@ -436,7 +539,7 @@ def run_udp(duration: float) -> Report:
                 "bare Twisted DatagramProtocol, same paced sender",
                 bare_sustained.rate,
                 f"dlmsd {_sustained_notes(ours_sustained)}; bare "
-                f"{_sustained_notes(bare_sustained)}; both with a 4 MiB receive buffer",
+                f"{_sustained_notes(bare_sustained)}; all with a 4 MiB receive buffer",
             ),
             RowData(
                 "ingest_udp",
@@ -448,29 +551,87 @@ def run_udp(duration: float) -> Report:
                 "dlmsd / bare counter (wall clock, < 1% loss); x1.5 rate steps of "
                 f"{STEP_SECONDS}s, one bisection: coarse by design",
             ),
+            *_floor_rows(ours, bare, verify, ours_sustained, bare_sustained, verify_sustained),
         ],
         {
             "dlmsd": attrs.asdict(ours),
             "bare": attrs.asdict(bare),
+            "verify": attrs.asdict(verify),
             "dlmsd_sustained": attrs.asdict(ours_sustained),
             "bare_sustained": attrs.asdict(bare_sustained),
+            "verify_sustained": attrs.asdict(verify_sustained),
             "rss_mb": rss,
         },
     )
 
 
-def _bare_sustained() -> Sustained:
-    counter = Helper("udp-counter")
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def _ratio_text(part: float, whole: float) -> str:
+    share = _share(part, whole)
+    return "n/a" if share is None else f"{share:.2f}"
+
+
+def _floor_rows(
+    ours: Window,
+    bare: Window,
+    verify: Window,
+    ours_sustained: Sustained,
+    bare_sustained: Sustained,
+    verify_sustained: Sustained,
+) -> list[RowData]:
+    """The authentication floor: what a receiver that only authenticates takes, between
+    the bare counter and the daemon."""
+
+    def cpu_us(window: Window) -> str:
+        return f"{1e6 / window.core_rate:.1f}" if window.core_rate else "n/a"
+
+    return [
+        RowData(
+            "ingest_udp",
+            "authentication floor: verify-only receiver",
+            verify.core_rate,
+            "pushes/s/core",
+            "bare Twisted DatagramProtocol (counts only)",
+            bare.core_rate,
+            "wrapper check, peel, key lookup, GCM verify + decrypt; no decoding, state or "
+            f"sink; verify-only receiver: {verify.core_rate:,.0f}/s/core = "
+            f"{_ratio_text(verify.core_rate, bare.core_rate)} of bare; dlmsd = "
+            f"{_ratio_text(ours.core_rate, bare.core_rate)} of bare; receiver CPU per push: "
+            f"bare {cpu_us(bare)} us, verify-only {cpu_us(verify)} us, dlmsd {cpu_us(ours)} us"
+            f"; {_window_notes(verify, 'verify-only')}",
+        ),
+        RowData(
+            "ingest_udp",
+            "authentication floor: dlmsd vs verify-only",
+            ours.core_rate,
+            "pushes/s/core",
+            "verify-only DatagramProtocol",
+            verify.core_rate,
+            f"dlmsd = {_ratio_text(ours.core_rate, verify.core_rate)} of verify-only (per core)",
+        ),
+        RowData(
+            "ingest_udp",
+            "authentication floor: verify-only sustained, < 1% loss",
+            verify_sustained.rate,
+            "pushes/s",
+            "bare Twisted DatagramProtocol, same paced sender",
+            bare_sustained.rate,
+            f"dlmsd = {_ratio_text(ours_sustained.rate, verify_sustained.rate)} of "
+            f"verify-only (wall clock); verify-only {_sustained_notes(verify_sustained)}",
+        ),
+    ]
+
+
+def _baseline_sustained(role: str) -> Sustained:
+    receiver = Helper(role, *_receiver_arguments(role))
     try:
-        port = int(counter.hear()[1])
-
-        def sample() -> float:
-            counter.say("?")
-            return float(counter.hear()[1])
-
-        return sustained_steps(port, True, sample)
+        port = int(receiver.hear()[1])
+        return sustained_steps(port, True, baseline_tally(receiver))
     finally:
-        counter.close()
+        receiver.close()
 
 
 def run_tcp(duration: float) -> Report:
@@ -484,7 +645,7 @@ def run_tcp(duration: float) -> Report:
             )
             assert daemon.process is not None
             ours = timed_window(daemon.accepted, daemon.process.pid, helper)
-        bare = counter_rate("tcp", duration, 256)
+        bare = baseline_rate("tcp-counter", duration, 256)
     notes = (
         "per CPU second; 1,000 meters over 4 connections, writes of 64 frames; "
         f"{_window_notes(ours, 'dlmsd')}; {_window_notes(bare, 'bare')}"

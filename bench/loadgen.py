@@ -14,7 +14,11 @@ ready and sample them at the same moments as the daemon:
 * ``udp-counter`` / ``tcp-counter``: the ceiling: a bare Twisted protocol
   that only counts datagrams (for TCP: splits the wrapper stream on its
   headers and counts frames); prints ``port P``, then answers each ``?``
-  line with ``count N T``.
+  line with ``count N T RECEIVED REJECTED``.
+* ``udp-verify``: the authentication floor: a bare ``DatagramProtocol`` that
+  does only the security work every push needs (wrapper check, peel, key
+  lookup by system title, GCM verify + decrypt) and counts the pushes that
+  pass; no decoding, no state, no sink. Same ``port`` / ``?`` protocol.
 
 UDP has no flow control: a sender faster than the receiver only fills the
 kernel's receive queue and the rest is dropped. The ``closed`` mode therefore
@@ -29,7 +33,7 @@ import argparse
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,18 +85,27 @@ def frame_id(frame: bytes) -> str:
 
 
 class UdpQueueWatch:
-    """The receive queue of the UDP socket bound to 127.0.0.1:`port`, from /proc/net/udp."""
+    """The UDP socket bound to 127.0.0.1:`port`, as /proc/net/udp shows it: its receive
+    queue (bytes) and how many datagrams the kernel dropped because that queue was full."""
 
     def __init__(self, port: int) -> None:
-        self._local = f"0100007F:{port:04X}"
+        self._local = f"0100007F:{port:04X}".encode()
 
-    def queued(self) -> int:
+    def _fields(self) -> list[bytes]:
         with open("/proc/net/udp", "rb") as handle:
             for line in handle:
                 fields = line.split()
-                if len(fields) > 4 and fields[1].decode() == self._local:
-                    return int(fields[4].split(b":")[1], 16)
-        return 0
+                if len(fields) > 12 and fields[1] == self._local:
+                    return fields
+        return []
+
+    def queued(self) -> int:
+        fields = self._fields()
+        return int(fields[4].split(b":")[1], 16) if fields else 0
+
+    def drops(self) -> int:
+        fields = self._fields()
+        return int(fields[12]) if fields else 0
 
 
 def send_udp_closed(frames: Sequence[bytes], port: int, duration: float, cycle: bool) -> int:
@@ -262,8 +275,39 @@ def run_sender(arguments: argparse.Namespace) -> int:
 # --- bare baselines --------------------------------------------------------------------------
 
 
-def run_counter(transport: str) -> int:
-    """A Twisted protocol that only counts; answers ``?`` on stdin with the count."""
+def push_verifier(meters: int, seed: int) -> Callable[[bytes], bool]:
+    """The security work every push needs and nothing more: True when `datagram` is a
+    wrapper frame whose ciphered push names a known meter and authenticates.
+
+    Wrapper check, `peel`, key lookup by system title, GCM tag verification and
+    decryption (`Envelope.open`); the keys are those of the key file the daemon
+    gets (`make_meters`, as bench/ingest.py writes it).
+    """
+    from dlmsd.protocol.errors import DlmsError
+    from dlmsd.protocol.push import peel
+    from dlmsd.protocol.wrapper import decode_datagram
+    from dlmsd.service.simulator import make_meters
+
+    ciphers = {meter.system_title: meter.cipher for meter in make_meters(meters, seed)}
+
+    def verify(datagram: bytes) -> bool:
+        try:
+            envelope = peel(decode_datagram(datagram).apdu)
+            title = envelope.system_title
+            cipher = ciphers.get(title) if title is not None else None
+            if cipher is None:
+                return False
+            envelope.open(cipher)
+        except DlmsError:
+            return False
+        return True
+
+    return verify
+
+
+def run_receiver(role: str, meters: int = 1000, seed: int = 0) -> int:
+    """A bare Twisted receiver (`udp-counter`, `tcp-counter` or `udp-verify`); answers
+    ``?`` on stdin with ``count TAKEN TIME RECEIVED REJECTED``."""
     from twisted.internet import reactor as default_reactor
     from twisted.internet import stdio
     from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -271,10 +315,21 @@ def run_counter(transport: str) -> int:
 
     reactor: Any = default_reactor
     counted = [0]
+    rejected = [0]
 
     class CountDatagrams(DatagramProtocol):
         def datagramReceived(self, datagram: bytes, addr: Any) -> None:
             counted[0] += 1
+
+    class VerifyDatagrams(DatagramProtocol):
+        def __init__(self, verify: Callable[[bytes], bool]) -> None:
+            self.verify = verify
+
+        def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+            if self.verify(datagram):
+                counted[0] += 1
+            else:
+                rejected[0] += 1
 
     class CountFrames(Protocol):
         """Splits the wrapper stream on its headers (the least any TCP listener must
@@ -299,8 +354,9 @@ def run_counter(transport: str) -> int:
 
         def lineReceived(self, line: bytes) -> None:
             if line.strip() == b"?":
+                taken, refused = counted[0], rejected[0]
                 self.sendLine(  # type: ignore[no-untyped-call]
-                    f"count {counted[0]} {time.monotonic()!r}".encode()
+                    f"count {taken} {time.monotonic()!r} {taken + refused} {refused}".encode()
                 )
             elif line.strip() == b"quit":
                 reactor.stop()
@@ -309,15 +365,20 @@ def run_counter(transport: str) -> int:
             if reactor.running:
                 reactor.stop()
 
-    if transport == "udp":
+    if role == "tcp-counter":
+        port = reactor.listenTCP(0, Factory.forProtocol(CountFrames), interface="127.0.0.1")
+    else:
         from dlmsd.service.config import DEFAULT_UDP_RECEIVE_BUFFER
         from dlmsd.service.udp import set_receive_buffer
 
-        port = reactor.listenUDP(0, CountDatagrams(), interface="127.0.0.1", maxPacketSize=65535)
+        protocol: DatagramProtocol = (
+            VerifyDatagrams(push_verifier(meters, seed))
+            if role == "udp-verify"
+            else CountDatagrams()
+        )
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1", maxPacketSize=65535)
         # The same receive buffer as the daemon's listener, so both absorb bursts alike.
         set_receive_buffer(port, DEFAULT_UDP_RECEIVE_BUFFER)
-    else:
-        port = reactor.listenTCP(0, Factory.forProtocol(CountFrames), interface="127.0.0.1")
     print(f"port {port.getHost().port}", flush=True)
     stdio.StandardIO(Control())  # type: ignore[no-untyped-call]
     reactor.run()
@@ -342,10 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("--times-out", help="write '<record id> <send time>' lines here")
     roles.add_parser("udp-counter")
     roles.add_parser("tcp-counter")
+    verify = roles.add_parser("udp-verify")
+    verify.add_argument("--meters", type=int, default=1000)
+    verify.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args(argv)
     if arguments.role == "send":
         return run_sender(arguments)
-    return run_counter("udp" if arguments.role == "udp-counter" else "tcp")
+    if arguments.role == "udp-verify":
+        return run_receiver(arguments.role, arguments.meters, arguments.seed)
+    return run_receiver(arguments.role)
 
 
 if __name__ == "__main__":
