@@ -12,6 +12,7 @@ security form? replayed counter?) before it spends an AES operation:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring
 
@@ -23,6 +24,7 @@ from dlmsd.protocol.axdr import data_json_text
 from dlmsd.protocol.ciphered import (
     CIPHERED_TAGS,
     GeneralCiphering,
+    GeneralCipheringTag,
     GeneralDedCiphering,
     GeneralGloCiphering,
     ServiceSpecificCiphered,
@@ -33,6 +35,16 @@ from dlmsd.protocol.security import SecurityControl, Suite0Cipher
 
 DATA_NOTIFICATION = 0x0F
 _UNSUPPORTED_BITS = 0x8F  # suite id (bits 0-3) other than 0, compression (bit 7)
+_AUTH_OR_ENC = SecurityControl.AUTH | SecurityControl.ENC
+_SC_IC_LENGTH = 5  # security control and invocation counter before the payload
+_COUNTER = struct.Struct(">I")
+_GENERAL_GLO_OR_DED = frozenset(
+    (
+        GeneralCipheringTag.GENERAL_GLO_CIPHERING.value,
+        GeneralCipheringTag.GENERAL_DED_CIPHERING.value,
+    )
+)
+_SERVICE_SPECIFIC_TAGS = CIPHERED_TAGS - {tag.value for tag in GeneralCipheringTag}
 
 _LABELS = {0x00: "none", 0x10: "auth", 0x20: "enc", 0x30: "auth+enc"}
 
@@ -97,6 +109,58 @@ def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
         raise TruncatedError("empty APDU", 0)
     if apdu[0] == DATA_NOTIFICATION:
         return Envelope(apdu, system_title, None, None, apdu)
+    # This runs per push: the usual well-formed container is read straight from its
+    # bytes; anything else (and every error) goes through the full decoder.
+    envelope = _peel_short_form(apdu, system_title)
+    if envelope is not None:
+        return envelope
+    return _peel_decoded(apdu, system_title)
+
+
+def _peel_short_form(apdu: bytes, system_title: bytes | None) -> Envelope | None:
+    """`_peel_decoded` of a valid general-glo/-ded or service-specific container whose
+    length fields are at most three bytes, without building the container; None for
+    anything else (including every input `_peel_decoded` rejects)."""
+    size = len(apdu)
+    tag = apdu[0]
+    if tag in _GENERAL_GLO_OR_DED:
+        if size < 2 or apdu[1] >= 0x80:
+            return None
+        title_end = 2 + apdu[1]
+        if title_end >= size:
+            return None
+        length = apdu[title_end]
+        start = title_end + 1
+        title = apdu[2:title_end] or system_title
+    elif tag in _SERVICE_SPECIFIC_TAGS:
+        if size < 2:
+            return None
+        length = apdu[1]
+        start = 2
+        title = system_title
+    else:
+        return None
+    if length >= 0x80:
+        # Only the shortest forms decode_ciphered accepts: 0x81 for 128..255, 0x82 above.
+        if length == 0x81 and start < size and apdu[start] >= 0x80:
+            length = apdu[start]
+            start += 1
+        elif length == 0x82 and start + 1 < size and apdu[start]:
+            length = apdu[start] << 8 | apdu[start + 1]
+            start += 2
+        else:
+            return None
+    if length < _SC_IC_LENGTH or start + length != size:
+        return None
+    control = apdu[start]
+    if control & _UNSUPPORTED_BITS or not control & _AUTH_OR_ENC:
+        return None
+    (counter,) = _COUNTER.unpack_from(apdu, start + 1)
+    return Envelope(apdu, title, control, counter, apdu[start + _SC_IC_LENGTH :])
+
+
+def _peel_decoded(apdu: bytes, system_title: bytes | None) -> Envelope:
+    """`peel` of a ciphered container through `decode_ciphered` (every form, every error)."""
     container = decode_ciphered(apdu)
     extra_aad = b""
     if isinstance(container, GeneralGloCiphering | GeneralDedCiphering):
@@ -112,7 +176,7 @@ def peel(apdu: bytes, system_title: bytes | None = None) -> Envelope:
     control = container.security_control
     if control & _UNSUPPORTED_BITS:
         raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 uncompressed")
-    if not control & (SecurityControl.AUTH | SecurityControl.ENC):
+    if not control & _AUTH_OR_ENC:
         raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
     return Envelope(
         apdu,
@@ -207,16 +271,29 @@ def build_record_json(
     """`build_record` as compact JSON text (``separators=(",", ":")``, non-ASCII kept, keys
     in the same order), written without the intermediate dicts: the daemon does this
     for every push. `more` is spliced in before the closing brace."""
+    return (
+        f"{record_head_json(envelope)}{notification_fields_json(notification, readings)}{more}}}"
+    )
+
+
+def record_head_json(envelope: Envelope) -> str:
+    """The opening of a record's JSON text: ``{"system_title":..`` up to ``"security"``."""
     title = envelope.system_title
     counter = envelope.invocation_counter
-    stamp = notification.date_time_value
     title_text = '"' + title.hex().upper() + '"' if title else "null"
     return (
         f'{{"system_title":{title_text}'
         f',"invocation_counter":{"null" if counter is None else counter}'
         f',"security":"{envelope.security}"'
+    )
+
+
+def notification_fields_json(notification: DataNotification, readings: Sequence[Reading]) -> str:
+    """The record's JSON text from ``,"invoke_id"`` to the readings' closing bracket."""
+    stamp = notification.date_time_value
+    return (
         f',"invoke_id":{notification.invoke_id}'
         f',"datetime":{"null" if stamp is None else encode_basestring(stamp)}'
         f',"body":{data_json_text(notification.body)}'
-        f',"readings":{readings_json_text(readings)}{more}}}'
+        f',"readings":{readings_json_text(readings)}'
     )

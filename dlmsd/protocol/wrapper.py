@@ -97,6 +97,22 @@ def decode_datagram(data: bytes, max_length: int = MAX_APDU_LENGTH) -> WrapperFr
     return WrapperFrame(source, destination, bytes(data[HEADER_LENGTH:]), version)
 
 
+def datagram_apdu(data: bytes, max_length: int = MAX_APDU_LENGTH) -> bytes:
+    """The APDU of one UDP datagram: ``decode_datagram(data, max_length).apdu``, with the
+    same errors, without building a `WrapperFrame` (the UDP listener needs only the APDU)."""
+    length = len(data) - HEADER_LENGTH
+    # A well-formed datagram is checked byte by byte here; anything else goes through
+    # `decode_datagram`, which raises the error it always raised.
+    if (
+        0 <= length <= max_length
+        and data[1] == WRAPPER_VERSION
+        and data[0] == 0
+        and (data[6] << 8 | data[7]) == length
+    ):
+        return data[HEADER_LENGTH:]
+    return decode_datagram(data, max_length).apdu
+
+
 class WrapperStreamDecoder:
     """Split a TCP byte stream into wrapper frames (sans-io, h11 style).
 

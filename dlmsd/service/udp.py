@@ -20,12 +20,14 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 
 from dlmsd.protocol.errors import DlmsError
-from dlmsd.protocol.wrapper import decode_datagram
+from dlmsd.protocol.wrapper import datagram_apdu
 from dlmsd.service.config import UdpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
 from dlmsd.service.metrics import Metrics
 
 TRANSPORT = "udp"
+SOURCE_CACHE_SIZE = 16_384
+"""Sender addresses whose ``host:port`` text the listener keeps (then starts afresh)."""
 
 
 class UdpPushProtocol(DatagramProtocol):
@@ -36,11 +38,17 @@ class UdpPushProtocol(DatagramProtocol):
     def __init__(self, ingest: Ingest, metrics: Metrics, config: UdpListenerConfig) -> None:
         self._ingest = ingest
         self._max_frame_size = config.max_frame_size
-        self._frames = metrics.listener(config.name)
+        # Bound once: these run for every datagram.
+        self._count_frame = metrics.listener(config.name).inc
+        self._handle_apdu = ingest.handle_apdu
+        # A meter sends from the same address and port push after push.
+        self._sources: dict[Any, str] = {}
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self._frames.inc()
-        source = f"{addr[0]}:{addr[1]}"
+        self._count_frame()
+        source = self._sources.get(addr)
+        if source is None:
+            source = self._source_text(addr)
         if len(datagram) > self._max_frame_size:
             self._ingest.reject(
                 RejectReason.OVERSIZE,
@@ -50,11 +58,19 @@ class UdpPushProtocol(DatagramProtocol):
             )
             return
         try:
-            frame = decode_datagram(datagram)
+            apdu = datagram_apdu(datagram)
         except DlmsError as error:
             self._ingest.reject(RejectReason.MALFORMED, source, TRANSPORT, str(error))
             return
-        self._ingest.handle_apdu(frame.apdu, source, TRANSPORT)
+        self._handle_apdu(apdu, source, TRANSPORT)
+
+    def _source_text(self, addr: Any) -> str:
+        """``host:port`` of a sender, remembered for its next datagrams."""
+        if len(self._sources) >= SOURCE_CACHE_SIZE:
+            # Bounded against floods from many addresses; meters re-enter at once.
+            self._sources.clear()
+        source = self._sources[addr] = f"{addr[0]}:{addr[1]}"
+        return source
 
 
 def _family(address: str) -> socket.AddressFamily:

@@ -13,6 +13,7 @@ from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.wrapper import (
     WrapperFrame,
     WrapperStreamDecoder,
+    datagram_apdu,
     decode_datagram,
     decode_header,
 )
@@ -217,6 +218,58 @@ def test_datagram_arbitrary_bytes(data: bytes) -> None:
     except DlmsError:
         return
     assert frame.to_bytes() == data
+
+
+# -- datagram_apdu: decode_datagram(...).apdu without the frame --------------------------
+
+
+def apdu_or_error(decode: Any, data: bytes, max_length: int) -> Any:
+    try:
+        return decode(data, max_length)
+    except DlmsError as error:
+        return (type(error), error.offset, error.reason)
+
+
+def assert_datagram_apdu_matches(data: bytes, max_length: int) -> None:
+    expected = apdu_or_error(lambda d, m: decode_datagram(d, m).apdu, data, max_length)
+    assert apdu_or_error(datagram_apdu, data, max_length) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        bytes(7),
+        bytes.fromhex("0001000100010000"),
+        bytes.fromhex("000100010001000301"),  # truncated
+        bytes.fromhex("00010001000100010102"),  # trailing byte
+        bytes.fromhex("0002000100010001FF"),  # version 2
+        bytes.fromhex("0101000100010001FF"),  # version 0x0101
+        bytes.fromhex("000100010001000A") + bytes(10),
+    ],
+)
+@pytest.mark.parametrize("max_length", [0, 9, 10, 0xFFFF])
+def test_datagram_apdu_same_results_and_errors(data: bytes, max_length: int) -> None:
+    assert_datagram_apdu_matches(data, max_length)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 0xFFFF))
+def test_datagram_apdu_arbitrary_bytes(data: bytes, max_length: int) -> None:
+    assert_datagram_apdu_matches(data, max_length)
+
+
+@settings(max_examples=500, deadline=None)
+@given(wrapper_frames, st.integers(0, 9), st.integers(0, 255), st.integers(0, 310), st.data())
+def test_datagram_apdu_near_valid_frames(
+    frame: WrapperFrame, at: int, value: int, max_length: int, data: st.DataObject
+) -> None:
+    encoded = bytearray(frame.to_bytes())
+    if data.draw(st.booleans()):
+        encoded[at % len(encoded)] = value  # mostly the header
+    cut = data.draw(st.just(len(encoded)) | st.integers(0, len(encoded)))
+    extra = data.draw(st.just(b"") | st.binary(max_size=2))
+    assert_datagram_apdu_matches(bytes(encoded[:cut]) + extra, max_length)
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor as _reactor
 
 from dlmsd.service import simulator
-from dlmsd.service.metrics import REJECT_REASONS, Metrics, listen_metrics
+from dlmsd.service.metrics import (
+    _DECODE_BUCKETS,
+    REJECT_REASONS,
+    LabelledCounter,
+    Metrics,
+    ReactorHistogram,
+    listen_metrics,
+)
 from tests.service.test_daemon import (
     make_setup,
     now,
@@ -49,6 +60,72 @@ def test_every_reject_reason_is_exported_from_the_start() -> None:
         assert found[("dlmsd_pushes_rejected_total", (("reason", reason),))] == 0
     metrics.rejected("replay")
     assert metrics.value("dlmsd_pushes_rejected_total", {"reason": "replay"}) == 1
+
+
+def without_created(text: bytes) -> list[str]:
+    """Exposition lines, minus the ``_created`` samples (their time stamps differ)."""
+    return [
+        line
+        for line in text.decode().splitlines()
+        if "_created{" not in line and "_created " not in line
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["udp", "tcp", "hdlc"]), st.integers(0, 3))))
+def test_labelled_counter_exports_what_prometheus_counter_does(
+    increments: list[tuple[str, int]],
+) -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    counter = LabelledCounter("frames", "Frames.", "listener")
+    ours.register(counter)
+    reference = Counter("frames", "Frames.", ["listener"], registry=theirs)
+    for listener, amount in [("udp", 0), *increments]:
+        counter.labels(listener).inc(amount)
+        reference.labels(listener).inc(amount)
+    assert without_created(generate_latest(ours)) == without_created(generate_latest(theirs))
+    assert "frames_created{" in generate_latest(ours).decode()
+
+
+durations = st.floats(min_value=0.0, max_value=2.0) | st.sampled_from(
+    [0.0, 0.00001, 0.000025, 0.1, 1.0, float("inf"), float("nan")]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(durations))
+def test_reactor_histogram_exports_what_prometheus_histogram_does(values: list[float]) -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = ReactorHistogram("decode_seconds", "Decode time.", _DECODE_BUCKETS)
+    ours.register(histogram)
+    reference = Histogram(
+        "decode_seconds", "Decode time.", buckets=_DECODE_BUCKETS, registry=theirs
+    )
+    for value in values:
+        histogram.observe(value)
+        reference.observe(value)
+    assert without_created(generate_latest(ours)) == without_created(generate_latest(theirs))
+    assert "decode_seconds_created " in generate_latest(ours).decode()
+
+
+def test_listener_counter_is_bound_once_and_refuses_to_go_down() -> None:
+    metrics = Metrics()
+    counter = metrics.listener("udp")
+    assert metrics.listener("udp") is counter
+    assert metrics.value("dlmsd_frames_received_total", {"listener": "udp"}) == 0
+    counter.inc()
+    counter.inc(2)
+    assert metrics.value("dlmsd_frames_received_total", {"listener": "udp"}) == 3
+    with pytest.raises(ValueError):
+        counter.inc(-1)
+
+
+def test_series_names_cannot_be_registered_twice() -> None:
+    metrics = Metrics()
+    with pytest.raises(ValueError):
+        Counter("dlmsd_frames_received", "again", registry=metrics.registry)
+    with pytest.raises(ValueError):
+        Histogram("dlmsd_decode_seconds", "again", registry=metrics.registry)
 
 
 def test_spool_gauges_are_read_when_scraped() -> None:

@@ -11,7 +11,7 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlmsd.service import simulator
+from dlmsd.service import simulator, udp
 from dlmsd.service.config import UdpListenerConfig
 from dlmsd.service.maker import DaemonService
 from dlmsd.service.udp import UdpPushProtocol
@@ -112,6 +112,34 @@ async def test_arbitrary_datagrams_never_raise(tmp_path: Path) -> None:
         assert rejected(service, "internal_error") == 0
     finally:
         await stop(service)
+
+
+@pytest_twisted.ensureDeferred
+async def test_source_text_per_sender_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listener keeps "host:port" per address; the cache is bounded and restarts when full.
+    monkeypatch.setattr(udp, "SOURCE_CACHE_SIZE", 3)
+    setup = make_setup(tmp_path, udp={})
+    service = start(setup)
+    protocol = UdpPushProtocol(service.ingest, service.metrics, UdpListenerConfig(name="direct"))
+    try:
+        protocol.datagramReceived(vector_bytes(0), ("192.0.2.7", 4059))
+        for port in range(1000, 1010):
+            protocol.datagramReceived(b"junk", ("192.0.2.8", port))
+            assert len(protocol._sources) <= 3
+        protocol.datagramReceived(vector_bytes(1), ("2001:db8::1", 4059))
+        protocol.datagramReceived(vector_bytes(2), ("192.0.2.7", 4059))
+        await wait_until(lambda: len(setup.records()) == 3)
+        assert rejected(service, "malformed") == 10
+        assert service.metrics.value("dlmsd_frames_received_total", {"listener": "direct"}) == 13
+    finally:
+        await stop(service)
+    assert [r["source"] for r in setup.records()] == [
+        "192.0.2.7:4059",
+        "2001:db8::1:4059",
+        "192.0.2.7:4059",
+    ]
 
 
 def _fuzz_datagrams(service: DaemonService) -> None:
