@@ -22,7 +22,7 @@ import attrs
 
 from dlmsd.protocol.axdr import Data, DataType
 from dlmsd.protocol.cosem_datetime import CosemDate, CosemDateTime, CosemTime
-from dlmsd.protocol.errors import DecodeError, DlmsError
+from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.units import apply_scaler, unit_symbol
 
@@ -125,22 +125,36 @@ def _reading_frame(reading: Reading) -> tuple[str, str]:
     return frame
 
 
+def reading_frame(reading: Reading) -> tuple[str, str]:
+    """The JSON text of a reading before and after its value (cached per OBIS, attribute,
+    unit and scaler)."""
+    return _reading_frame(reading)
+
+
+def value_json_text(value: ReadingValue) -> str:
+    """The JSON text of a reading's value, as `readings_json_text` writes it."""
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    return _encode_value(json_number(value))
+
+
 def readings_json_text(readings: Sequence[Reading]) -> str:
     """``[r.to_json() for r in readings]`` as compact JSON text (non-ASCII kept)."""
     parts = []
     for reading in readings:
         head, tail = _reading_frame(reading)
-        value = reading.value
-        if type(value) is int:
-            text = str(value)
-        elif type(value) is str:
-            text = encode_basestring(value)
-        elif value is None:
-            text = "null"
-        else:
-            text = _encode_value(json_number(value))
-        parts.append(f"{head}{text}{tail}")
+        parts.append(f"{head}{value_json_text(reading.value)}{tail}")
     return f"[{','.join(parts)}]"
+
+
+# Where a reading comes from: (OBIS, the value's item, scaler, unit code, attribute).
+# The plan depends only on the body's types, lengths, OBIS codes and scaler/unit
+# values, never on the other values: dlmsd.cosem.shapes relies on that.
+ReadingPlan = tuple[Obis, Data, int | None, int | None, int]
 
 
 def extract_readings(
@@ -148,35 +162,48 @@ def extract_readings(
 ) -> tuple[Reading, ...]:
     """The readings of a notification body; an empty tuple for unknown layouts."""
     try:
-        if push_object_list:
-            bare = _from_push_object_list(body, push_object_list)
-            if bare is not None:
-                return bare
-        return _from_obis_lists(body)
+        return readings_of(plan_readings(body, push_object_list))
     except DlmsError:
         # A layout that looked like ours but was not: keep the tree, no readings.
         return ()
 
 
-def _from_push_object_list(
-    body: Data, objects: Sequence[PushObject]
-) -> tuple[Reading, ...] | None:
+def readings_of(plan: Sequence[ReadingPlan]) -> tuple[Reading, ...]:
+    """The readings a plan describes (see `plan_readings`)."""
+    return tuple([_reading(*entry) for entry in plan])
+
+
+def plan_readings(
+    body: Data, push_object_list: Sequence[PushObject] | None = None
+) -> list[ReadingPlan]:
+    """Which item of the body each reading takes its value from (see `ReadingPlan`).
+
+    May raise `DlmsError` for a layout that looked like ours but was not.
+    """
+    if push_object_list:
+        bare = _from_push_object_list(body, push_object_list)
+        if bare is not None:
+            return bare
+    return _from_obis_lists(body)
+
+
+def _from_push_object_list(body: Data, objects: Sequence[PushObject]) -> list[ReadingPlan] | None:
     items = _children(body)
     if items is None or len(items) != len(objects):
         return None
-    return tuple(
-        _reading(obj.obis, item, obj.scaler, obj.unit, obj.attribute)
+    return [
+        (obj.obis, item, obj.scaler, obj.unit, obj.attribute)
         for obj, item in zip(objects, items, strict=True)
-    )
+    ]
 
 
-def _from_obis_lists(body: Data) -> tuple[Reading, ...]:
+def _from_obis_lists(body: Data) -> list[ReadingPlan]:
     items = _children(body)
     if items is None:
-        return ()
+        return []
     # One pass over ``structure{OBIS, value[, scaler_unit]}`` entries (the common
     # layout); the first item that is not one sends the whole body to the flat reader.
-    readings = []
+    readings: list[ReadingPlan] = []
     for item in items:
         fields = item.value
         if (
@@ -192,12 +219,12 @@ def _from_obis_lists(body: Data) -> tuple[Reading, ...]:
         obis = _obis_from(raw)
         scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
         if scaler_unit is None:
-            readings.append(_reading(obis, fields[1], None, None))
+            readings.append((obis, fields[1], None, None, 2))
         else:
-            readings.append(_reading(obis, fields[1], *scaler_unit))
+            readings.append((obis, fields[1], *scaler_unit, 2))
     else:
         if readings:
-            return tuple(readings)
+            return readings
     return _from_flat(items)
 
 
@@ -246,13 +273,6 @@ def _is_obis(item: Data) -> bool:
     return item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6
 
 
-def _is_entry(item: Data) -> bool:
-    if item.type is not DataType.STRUCTURE:
-        return False
-    fields = _children(item)
-    return fields is not None and 2 <= len(fields) <= 3 and _is_obis(fields[0])
-
-
 def _scaler_unit(item: Data) -> tuple[int, int] | None:
     fields = _children(item) if item.type is DataType.STRUCTURE else None
     if fields is None or len(fields) != 2:
@@ -265,56 +285,58 @@ def _scaler_unit(item: Data) -> tuple[int, int] | None:
     return scaler.value, unit.value
 
 
-def _entry_reading(entry: Data) -> Reading:
-    fields = _children(entry) or ()
-    obis = _obis_of(fields[0])
-    if obis is None:
-        raise DecodeError("entry without an OBIS code")
-    scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
-    if scaler_unit is None:
-        return _reading(obis, fields[1], None, None)
-    return _reading(obis, fields[1], *scaler_unit)
-
-
-def _from_flat(items: tuple[Data, ...]) -> tuple[Reading, ...]:
+def _from_flat(items: tuple[Data, ...]) -> list[ReadingPlan]:
     """``OBIS, value[, scaler_unit], OBIS, value ...`` after optional non-OBIS headers."""
     start = 0
     while start < len(items) and not _is_obis(items[start]):
         start += 1
     if start == len(items) or start > 2:
-        return ()
-    readings: list[Reading] = []
+        return []
+    readings: list[ReadingPlan] = []
     index = start
     while index < len(items):
         obis = _obis_of(items[index])
         if obis is None or index + 1 >= len(items):
-            return ()
+            return []
         value = items[index + 1]
         index += 2
         scaler_unit = _scaler_unit(items[index]) if index < len(items) else None
         if scaler_unit is not None:
             index += 1
-            readings.append(_reading(obis, value, *scaler_unit))
+            readings.append((obis, value, *scaler_unit, 2))
         else:
-            readings.append(_reading(obis, value, None, None))
-    return tuple(readings)
+            readings.append((obis, value, None, None, 2))
+    return readings
 
 
 def _reading(
     obis: Obis, item: Data, scaler: int | None, unit: int | None, attribute: int = 2
 ) -> Reading:
-    value = plain_value(item)
-    if scaler is not None and type(value) is int:
-        value = apply_scaler(value, scaler)
     return _new_reading(
-        obis, value, unit_symbol(unit) if unit is not None else None, scaler, unit, attribute
+        obis,
+        scaled_value(item.type, item.value, scaler),
+        unit_symbol(unit) if unit is not None else None,
+        scaler,
+        unit,
+        attribute,
     )
+
+
+def scaled_value(kind: DataType, value: object, scaler: int | None) -> ReadingValue:
+    """The reading value of an item of type `kind` holding `value`, with its scaler applied."""
+    plain = plain_value_of(kind, value)
+    if scaler is not None and type(plain) is int:
+        return apply_scaler(plain, scaler)
+    return plain
 
 
 def plain_value(item: Data) -> ReadingValue:
     """A scalar reading value: numbers stay numbers, times become ISO text."""
-    kind = item.type
-    value = item.value
+    return plain_value_of(item.type, item.value)
+
+
+def plain_value_of(kind: DataType, value: object) -> ReadingValue:
+    """`plain_value` of an item of type `kind` holding `value`."""
     if type(value) is int and kind in _INTEGER_TYPES:
         return value
     if kind is DataType.BOOLEAN:

@@ -476,6 +476,25 @@ _FIXED: dict[int, tuple[int, _UnpackFrom | None, DataType]] = {
         (DataType.BCD, 1, None),
     )
 }
+
+
+def fixed_size_leaf(tag: int) -> tuple[int, DataType, Callable[[bytes], int]] | None:
+    """For the tag of a fixed-size integer type (integers, unsigned, enum, bcd): its
+    content size, its type and a reader of its content octets, as the decoder reads
+    them; None for any other tag."""
+    fixed = _FIXED.get(tag)
+    if fixed is None:
+        return None
+    size, unpack_from, data_type = fixed
+    if unpack_from is None:
+        return size, data_type, _first_octet
+    return size, data_type, lambda raw: int(unpack_from(raw, 0)[0])
+
+
+def _first_octet(raw: bytes) -> int:
+    return raw[0]
+
+
 _DATE_SIZES: dict[int, int] = {DataType.DATE_TIME: 12, DataType.DATE: 5, DataType.TIME: 4}
 _DATE_TYPES: dict[int, DataType] = {
     t: t for t in (DataType.DATE_TIME, DataType.DATE, DataType.TIME)
@@ -1009,6 +1028,12 @@ def _to_json(item: Data, depth: int) -> object:
 # body, and building the dict tree then serialising it costs about twice as much.
 _JSON_OPEN = {t: f'{{"type":"{_LABELS[t]}","value":' for t in DataType}
 _TREE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def json_text_open(data_type: DataType) -> str:
+    """What `data_json_text` writes before the value of an item of `data_type`:
+    ``{"type":"<label>","value":``."""
+    return _JSON_OPEN[data_type]
 
 
 def data_json_text(item: Data) -> str:

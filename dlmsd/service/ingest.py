@@ -38,8 +38,9 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from dlmsd.cosem.shapes import ShapeCache
 from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
-from dlmsd.protocol.push import open_decrypted, peel
+from dlmsd.protocol.push import peel
 from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
@@ -130,6 +131,7 @@ class Ingest:
         self._stamp_text = ""
         # id(entry) -> (entry, its JSON fields); the entry is kept so the id stays its own.
         self._meter_json: dict[int, tuple[MeterEntry, str]] = {}
+        self._shapes = ShapeCache()
         # Bound once: these run for every frame.
         self._observe_decode = metrics.decode_seconds.observe
         self._per_meter = metrics.meter_pushes
@@ -206,18 +208,10 @@ class Ingest:
             return self.reject(RejectReason.AUTH_FAILED, source, transport, str(error), entry)
         except DlmsError as error:
             return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
-        try:
-            push = open_decrypted(envelope, plaintext, entry.push_object_list)
-        except DlmsError as error:
-            return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
-        if not self.state.spool_has_room():
-            # state.spool_full = "refuse": the counter stays, a retransmission is accepted later.
-            return self.reject(
-                RejectReason.SPOOL_FULL, source, transport, "spool full, push refused", entry
-            )
         now = self._clock()
         # The record goes straight to JSON text (the same text `encode_record` makes of
-        # `push.to_record()` plus these fields): no dicts built and serialised per push.
+        # the decoded push's `to_record()` plus these fields): no dicts built per push,
+        # and for a layout seen before not even the typed tree (dlmsd.cosem.shapes).
         fields = (
             f',"received_at":"{self._received_at(now)}"'
             f',"source":{encode_basestring(source)},"transport":{encode_basestring(transport)}'
@@ -232,7 +226,20 @@ class Ingest:
             # counter where it is and give the record an id of its own.
             record_id = f"{title.hex().upper()}:none:{int(now * 1000)}-{next(self._plaintext_ids)}"
             stored = last if last is not None else -1
-        text = push.record_json(f'{fields},"record_id":{encode_basestring(record_id)}')
+        try:
+            text = self._shapes.record_json(
+                envelope,
+                plaintext,
+                entry.push_object_list,
+                f'{fields},"record_id":{encode_basestring(record_id)}',
+            )
+        except DlmsError as error:
+            return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        if not self.state.spool_has_room():
+            # state.spool_full = "refuse": the counter stays, a retransmission is accepted later.
+            return self.reject(
+                RejectReason.SPOOL_FULL, source, transport, "spool full, push refused", entry
+            )
         self.state.stage(AcceptedPush(title, stored, record_id, escape_line_breaks(text)))
         if self._per_meter is not None:
             self._staged_meters.append(entry.name or entry.display_id)

@@ -1,0 +1,284 @@
+"""Compiled push shapes give the full path's record text, byte for byte, and its errors.
+
+The oracle everywhere is the full path: ``open_decrypted(...).record_json(more)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dlmsd.cosem.readings import PushObject, scaled_value, value_json_text
+from dlmsd.cosem.shapes import ShapeCache, _fractional_text
+from dlmsd.protocol.apdus.notification import DataNotification
+from dlmsd.protocol.axdr import Data, DataType, fixed_size_leaf
+from dlmsd.protocol.cosem_datetime import CosemDateTime
+from dlmsd.protocol.errors import DlmsError
+from dlmsd.protocol.obis import Obis
+from dlmsd.protocol.push import Envelope, open_decrypted
+from tests.protocol.test_notification import notifications
+from tests.vectors import by_kind, vector_params
+
+SETTINGS = settings(max_examples=300, deadline=None)
+MORE = ',"received_at":"2026-11-26T08:00:00.000+00:00","record_id":"X%s"'
+
+
+def envelope_of(plaintext: bytes) -> Envelope:
+    return Envelope(plaintext, bytes.fromhex("4B464D1020000001"), 0x30, 7, b"")
+
+
+def full_path(plaintext: bytes, objects: tuple[PushObject, ...] | None = None) -> str:
+    return open_decrypted(envelope_of(plaintext), plaintext, objects).record_json(MORE)
+
+
+def outcome(call: Any) -> tuple[str, object]:
+    try:
+        return "ok", call()
+    except DlmsError as error:
+        return type(error).__name__, error.offset
+
+
+def assert_same(
+    cache: ShapeCache, plaintext: bytes, objects: tuple[PushObject, ...] | None = None
+) -> None:
+    fast = outcome(lambda: cache.record_json(envelope_of(plaintext), plaintext, objects, MORE))
+    assert fast == outcome(lambda: full_path(plaintext, objects))
+
+
+# --- layouts: the same types, lengths, OBIS codes and scalers; other values ----------
+
+_INTEGER_TAGS = [tag for tag in range(256) if fixed_size_leaf(tag) is not None]
+
+
+def _integer_leaf(tag: int, draw: Any) -> Data:
+    size, kind, read = fixed_size_leaf(tag)  # type: ignore[misc]
+    return Data(kind, read(draw(st.binary(min_size=size, max_size=size))))
+
+
+@st.composite
+def value_leaves(draw: Any) -> Data:
+    if draw(st.booleans()):
+        return _integer_leaf(draw(st.sampled_from(_INTEGER_TAGS)), draw)
+    size = draw(st.sampled_from([0, 1, 6, 12, 12, 20]))
+    if size == 12 and draw(st.booleans()):
+        # A plausible date-time (hundredths, deviation and status random too).
+        stamp = bytes([0x07, 0xEA, draw(st.integers(1, 12)), draw(st.integers(1, 28)), 0xFF])
+        stamp += bytes([draw(st.integers(0, 23)), draw(st.integers(0, 59))])
+        stamp += bytes([draw(st.integers(0, 59)), draw(st.integers(0, 99))])
+        return Data(DataType.OCTET_STRING, stamp + draw(st.binary(min_size=3, max_size=3)))
+    return Data(DataType.OCTET_STRING, draw(st.binary(min_size=size, max_size=size)))
+
+
+def revalue(item: Data, draw: Any) -> Data:
+    """`item` with other values in its fixed-size integer and octet-string leaves."""
+    value = item.value
+    if type(value) is tuple:
+        return Data(item.type, tuple(revalue(child, draw) for child in value))
+    if item.type is DataType.OCTET_STRING:
+        assert isinstance(value, bytes)
+        return Data(item.type, draw(st.binary(min_size=len(value), max_size=len(value))))
+    fixed = fixed_size_leaf(int(item.type))
+    if fixed is not None and fixed[1] is item.type:
+        return _integer_leaf(int(item.type), draw)
+    return item
+
+
+class Layout:
+    """A body layout readings extraction knows, to be filled with values."""
+
+    def __init__(self, form: str, obis: list[bytes], scalers: list[Any], version: bool) -> None:
+        self.form = form
+        self.obis = obis
+        self.scalers = scalers
+        self.version = version
+        self.objects: tuple[PushObject, ...] | None = None
+        if form == "objects":
+            self.objects = tuple(
+                PushObject(
+                    Obis.from_bytes(code),
+                    2 + index % 3,
+                    None if scaler_unit is None else scaler_unit[0],
+                    None if scaler_unit is None else scaler_unit[1],
+                )
+                for index, (code, scaler_unit) in enumerate(zip(obis, scalers, strict=True))
+            )
+
+    def plaintext(self, invoke: int, stamp: CosemDateTime | None, values: list[Data]) -> bytes:
+        fields: list[Data] = []
+        for code, value, scaler_unit in zip(self.obis, values, self.scalers, strict=True):
+            entry = [Data(DataType.OCTET_STRING, code), value]
+            if scaler_unit is not None:
+                entry.append(
+                    Data.structure(
+                        Data(DataType.INTEGER, scaler_unit[0]), Data(DataType.ENUM, scaler_unit[1])
+                    )
+                )
+            if self.form == "array":
+                fields.append(Data.structure(*entry))
+            elif self.form == "flat":
+                fields.extend(entry)
+            else:
+                fields.append(value)
+        if self.form == "flat" and self.version:
+            fields.insert(0, Data(DataType.VISIBLE_STRING, "KFM_001"))
+        body = Data.array(*fields) if self.form == "array" else Data.structure(*fields)
+        return DataNotification(invoke, stamp, body, stamp is not None and self.version).to_bytes()
+
+
+@st.composite
+def layouts(draw: Any) -> Layout:
+    """Arrays of OBIS entries, flat structures (maybe after a list version), or bare
+    values with a push object list."""
+    count = draw(st.integers(1, 6))
+    return Layout(
+        draw(st.sampled_from(["array", "flat", "objects"])),
+        [draw(st.binary(min_size=6, max_size=6)) for _ in range(count)],
+        [
+            draw(st.none() | st.tuples(st.integers(-12, 12), st.integers(0, 255)))
+            for _ in range(count)
+        ],
+        draw(st.booleans()),
+    )
+
+
+STAMPS = st.none() | st.just(CosemDateTime.from_bytes(bytes.fromhex("07ea0b1a04080914000000ff")))
+
+
+@SETTINGS
+@given(layouts(), STAMPS, st.data())
+def test_a_repeated_layout_takes_the_shape_and_gives_the_same_text(
+    layout: Layout, stamp: CosemDateTime | None, data: st.DataObject
+) -> None:
+    first = [data.draw(value_leaves()) for _ in layout.obis]
+    cache = ShapeCache()
+    assert_same(cache, layout.plaintext(1, stamp, first), layout.objects)
+    assert cache.compiled == 1 and cache.refused == 0
+    for _ in range(3):
+        values = [revalue(value, data.draw) for value in first]
+        invoke = data.draw(st.integers(0, 2**32 - 1))
+        assert_same(cache, layout.plaintext(invoke, stamp, values), layout.objects)
+    # Every push after the first matched the shape: only the first missed.
+    assert cache.misses == 1
+
+
+@SETTINGS
+@given(notifications, st.data())
+def test_any_notification_and_its_revalued_twin(
+    notification: DataNotification, data: st.DataObject
+) -> None:
+    cache = ShapeCache()
+    assert_same(cache, notification.to_bytes())
+    assert cache.refused == 0
+    twin = DataNotification(
+        notification.long_invoke_id_and_priority,
+        notification.date_time,
+        revalue(notification.body, data.draw),
+        notification.date_time_tagged,
+    )
+    assert_same(cache, twin.to_bytes())
+
+
+@SETTINGS
+@given(layouts(), STAMPS, st.data())
+def test_damaged_pushes_of_a_known_layout_fail_as_the_full_path_does(
+    layout: Layout, stamp: CosemDateTime | None, data: st.DataObject
+) -> None:
+    cache = ShapeCache()
+    raw = layout.plaintext(1, stamp, [data.draw(value_leaves()) for _ in layout.obis])
+    assert_same(cache, raw, layout.objects)
+    position = data.draw(st.integers(0, len(raw) - 1))
+    damaged = bytearray(raw)
+    damaged[position] = data.draw(st.integers(0, 255))
+    assert_same(cache, bytes(damaged), layout.objects)
+    assert_same(cache, raw[: data.draw(st.integers(0, len(raw) - 1))], layout.objects)
+
+
+def test_an_impossible_date_time_in_a_known_layout_reads_as_before() -> None:
+    stamp = CosemDateTime.from_bytes(bytes.fromhex("07ea0b1a04080914000000ff"))
+    body = Data.array(
+        Data.structure(
+            Data(DataType.OCTET_STRING, bytes.fromhex("0100010800ff")),
+            Data(DataType.DOUBLE_LONG_UNSIGNED, 5),
+        )
+    )
+    cache = ShapeCache()
+    good = DataNotification(1, stamp, body).to_bytes()
+    assert_same(cache, good)
+    bad = bytearray(good)
+    bad[8] = 13  # month 13: no datetime, "datetime":null
+    assert '"datetime":null' in full_path(bytes(bad))
+    assert_same(cache, bytes(bad))
+    assert cache.misses == 1
+
+
+def test_a_layout_that_changes_every_push_is_compiled_at_powers_of_two() -> None:
+    # The list version is not a reading, so it stays literal: each push misses.
+    cache = ShapeCache()
+    for version in range(20):
+        body = Data.structure(
+            Data(DataType.VISIBLE_STRING, f"v{version:02d}"),
+            Data(DataType.OCTET_STRING, bytes.fromhex("0100010800ff")),
+            Data(DataType.DOUBLE_LONG_UNSIGNED, version),
+        )
+        assert_same(cache, DataNotification(1, None, body).to_bytes())
+    assert cache.misses == 20
+    assert cache.compiled == 5  # misses 1, 2, 4, 8, 16
+
+
+@pytest.mark.parametrize(
+    "vector", vector_params("udp_wrapper+general_glo_ciphering_datanotification")
+)
+def test_published_push_plaintexts(vector: dict[str, Any]) -> None:
+    # The plaintexts of the four encrypted UDP pushes (derived in published.json).
+    plaintext = bytes.fromhex(vector["expected"]["derived"]["plaintext_hex"])
+    cache = ShapeCache()
+    assert_same(cache, plaintext)
+    assert_same(cache, plaintext)
+    assert cache.misses == 1
+
+
+def test_published_han_push_with_27_registers() -> None:
+    # hdlc_ui_frame_data_notification: the APDU after the LLC bytes E6 E7 00, before the FCS.
+    (vector,) = by_kind("hdlc_ui_frame_data_notification")
+    frame = vector["hex"]
+    plaintext = bytes.fromhex(frame[frame.index("e6e700") + 6 : -6])
+    cache = ShapeCache()
+    assert_same(cache, plaintext)
+    notification = DataNotification.from_bytes(plaintext)
+    # The next push: every register moved.
+    entries = notification.body.value
+    assert isinstance(entries, tuple)
+    moved = []
+    for entry in entries:
+        fields = entry.value
+        assert isinstance(fields, tuple)
+        value = fields[1]
+        if isinstance(value.value, int):
+            fields = (fields[0], Data(value.type, value.value // 2 + 1), *fields[2:])
+        moved.append(Data.structure(*fields))
+    later = DataNotification(2, None, Data.array(*moved)).to_bytes()
+    assert_same(cache, later)
+    assert cache.misses == 1
+
+
+@given(
+    st.sampled_from([tag for tag in _INTEGER_TAGS]),
+    st.binary(min_size=8, max_size=8),
+    st.integers(-15, -1),
+)
+def test_negative_scalers_without_decimal_give_the_decimal_text(
+    tag: int, raw: bytes, scaler: int
+) -> None:
+    size, kind, read = fixed_size_leaf(tag)  # type: ignore[misc]
+    leaf = raw[:size]
+    convert = _fractional_text(kind, read, scaler)
+    assert convert(leaf) == value_json_text(scaled_value(kind, read(leaf), scaler))
+
+
+@given(st.integers(-(2**63), 2**64), st.integers(-15, -1))
+def test_negative_scalers_on_any_integer(number: int, scaler: int) -> None:
+    convert = _fractional_text(DataType.LONG64, lambda raw: number, scaler)
+    assert convert(b"") == value_json_text(scaled_value(DataType.LONG64, number, scaler))
