@@ -4,7 +4,9 @@ A sink takes batches of records (JSON-able mappings) and says, through a
 Deferred, when they are safely stored. The spool pump deletes records from the
 durable spool only after that Deferred fired, so delivery is at-least-once;
 records carry ``system_title`` and ``invocation_counter`` (and spooled ones a
-``record_id``) for consumers to drop duplicates.
+``record_id``) for consumers to drop duplicates. Spooled records are
+`dlmsd.service.state.SpoolRecord`s: a sink that sends the JSON as it is takes
+their ``utf8`` (the stored bytes) or ``json``, and never parses a field.
 
 Sink types register a factory under a type name (``register_sink("jsonl",
 factory)``); the daemon builds each configured ``[[sinks]]`` table with

@@ -57,6 +57,7 @@ class JsonlSink:
         self.rotate_daily = rotate_daily
         self.fsync = fsync
         self.written = 0
+        self._rotations = 0  # tells a failed batch whether it may truncate the file
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._open()
@@ -91,43 +92,61 @@ class JsonlSink:
                 if self._size:
                     self._rotate()
                 self._day = today
+        # Spooled records are written as the bytes the spool holds: never parsed,
+        # never re-encoded, so a line is exactly the record that was committed.
         lines = [
-            (record.json if isinstance(record, SpoolRecord) else encode_record(record)).encode(
-                "utf-8"
-            )
-            + b"\n"
+            record.utf8 if isinstance(record, SpoolRecord) else encode_record(record).encode()
             for record in records
         ]
-        batch_start, rotated = self._size, False
-        chunk: list[bytes] = []
-        chunk_size = 0
+        count = len(lines)
+        if not count:
+            return
+        batch_start, rotations = self._size, self._rotations
         try:
-            for line in lines:
-                if (
-                    self.rotate_bytes is not None
-                    and self._size + chunk_size
-                    and self._size + chunk_size + len(line) > self.rotate_bytes
-                ):
-                    self._append(chunk, chunk_size)
-                    chunk, chunk_size = [], 0
-                    self._rotate()
-                    rotated = True
-                chunk.append(line)
-                chunk_size += len(line)
-                if self.fsync == "always":
-                    self._append(chunk, chunk_size)
-                    os.fsync(self._file.fileno())
-                    chunk, chunk_size = [], 0
-            self._append(chunk, chunk_size)
-            if self.fsync == "batch" and lines:
+            if self.fsync == "always" or not self._fits(lines):
+                self._write_lines(lines)
+            else:
+                # The usual case: the whole batch is one write (and one fsync).
+                lines.append(b"")
+                data = b"\n".join(lines)
+                self._append([data], len(data))
+            if self.fsync == "batch":
                 os.fsync(self._file.fileno())
         except OSError:
-            if not rotated:
+            if self._rotations == rotations:
                 # The pump retries the whole batch: drop what of it reached this
                 # file, so the file holds no half line and fewer duplicates.
                 self._truncate_to(batch_start)
             raise
-        self.written += len(lines)
+        self.written += count
+
+    def _fits(self, lines: list[bytes]) -> bool:
+        """Whether the lines (each plus its LF) go into the current file without rotating."""
+        if self.rotate_bytes is None:
+            return True
+        return self._size + sum(map(len, lines)) + len(lines) <= self.rotate_bytes
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        """Write line by line, rotating by size and fsyncing per line as configured."""
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for text in lines:
+            line = text + b"\n"
+            if (
+                self.rotate_bytes is not None
+                and self._size + chunk_size
+                and self._size + chunk_size + len(line) > self.rotate_bytes
+            ):
+                self._append(chunk, chunk_size)
+                chunk, chunk_size = [], 0
+                self._rotate()
+            chunk.append(line)
+            chunk_size += len(line)
+            if self.fsync == "always":
+                self._append(chunk, chunk_size)
+                os.fsync(self._file.fileno())
+                chunk, chunk_size = [], 0
+        self._append(chunk, chunk_size)
 
     def _append(self, chunk: list[bytes], size: int) -> None:
         if chunk:
@@ -147,6 +166,7 @@ class JsonlSink:
             self._size = self._file.tell()
 
     def _rotate(self) -> None:
+        self._rotations += 1
         if self.fsync != "never":
             os.fsync(self._file.fileno())
         self._file.close()

@@ -153,7 +153,10 @@ def test_a_line_cut_by_a_crash_is_terminated_on_open(tmp_path: Path) -> None:
     assert json.loads(lines[2]) == record(2)
 
 
-def test_failed_write_fails_the_deferred_and_leaves_no_partial_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", ["always", "batch"])  # line by line; the batch in one write
+def test_failed_write_fails_the_deferred_and_leaves_no_partial_batch(
+    tmp_path: Path, fsync: str
+) -> None:
     # A real write failure: the file size limit (RLIMIT_FSIZE) in a child process.
     child = textwrap.dedent(
         f"""
@@ -162,7 +165,7 @@ def test_failed_write_fails_the_deferred_and_leaves_no_partial_batch(tmp_path: P
         from dlmsd.sinks.jsonl import JsonlSink
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         path = Path({str(tmp_path / "readings.jsonl")!r})
-        sink = JsonlSink(path, fsync="always")
+        sink = JsonlSink(path, fsync={fsync!r})
         results = []
         sink.deliver([{{"n": 0}}]).addBoth(results.append)
         size = path.stat().st_size
