@@ -128,10 +128,10 @@ def parse_http_settings(options: Mapping[str, Any]) -> HttpSettings:
 def batch_body(records: Sequence[Mapping[str, object]]) -> bytes:
     """The records as one JSON array (spooled records are copied as they are)."""
     parts = [
-        record.json if isinstance(record, SpoolRecord) else encode_record(record)
+        record.utf8 if isinstance(record, SpoolRecord) else encode_record(record).encode("utf-8")
         for record in records
     ]
-    return ("[" + ",".join(parts) + "]").encode("utf-8")
+    return b"[" + b",".join(parts) + b"]"
 
 
 class HttpSink:

@@ -268,7 +268,7 @@ class MessageBuilder:
     def _push_message(self, record: Mapping[str, object]) -> Message:
         settings = self.settings
         if isinstance(record, SpoolRecord):
-            payload = record.json.encode("utf-8")
+            payload = record.utf8  # the stored bytes, not decoded and re-encoded
             if self._push_from_id:
                 title, _, counter = record.record_id.partition(":")
                 topic = settings.topic.format(
