@@ -573,6 +573,67 @@ def bench_profile_parse(settings: Settings) -> BenchmarkResult:
     return BenchmarkResult(rows, [ours, *peers], {"buffer_bytes": len(buffer)})
 
 
+# --- push to record text: the full path vs a compiled shape -------------------------------
+
+RECORD_METERS = 1000
+
+
+@benchmark(
+    "push_record",
+    "decrypted push -> record JSON text, simulator gas and electricity pushes of 1,000 "
+    "meters: the full path (typed tree, readings, text) vs compiled shapes "
+    "(dlmsd.cosem.shapes), one core",
+)
+def bench_push_record(settings: Settings) -> BenchmarkResult:
+    from datetime import UTC, datetime
+
+    from dlmsd.cosem.shapes import ShapeCache
+    from dlmsd.protocol.push import Envelope, open_decrypted
+    from dlmsd.service.simulator import build_notification, make_meter
+
+    now = datetime.now(UTC)
+    fleet = [make_meter(index, 0) for index in range(RECORD_METERS)]
+    plaintexts = [build_notification(meter, 1 + index, now) for index, meter in enumerate(fleet)]
+    envelopes = {
+        plaintext: Envelope(plaintext, meter.system_title, 0x30, 1, b"")
+        for plaintext, meter in zip(plaintexts, fleet, strict=True)
+    }
+    shapes = ShapeCache()
+
+    def full(plaintext: bytes) -> str:
+        return open_decrypted(envelopes[plaintext], plaintext).record_json()
+
+    def shaped(plaintext: bytes) -> str:
+        return shapes.record_json(envelopes[plaintext], plaintext)
+
+    mismatched = sum(full(item) != shaped(item) for item in plaintexts)
+    adapters = [
+        Adapter("full path", dlmsd_version(), full, len),
+        Adapter("compiled shapes", dlmsd_version(), shaped, len),
+    ]
+    full_rates, shape_rates = measure_interleaved(adapters, plaintexts, settings)
+    full_rate = statistics.median(full_rates)
+    shape_rate = statistics.median(shape_rates)
+    notes = (
+        f"{len(plaintexts)} pushes of {min(map(len, plaintexts))}-{max(map(len, plaintexts))}"
+        f" bytes; texts identical: {mismatched == 0}; shapes compiled: {shapes.compiled}"
+    )
+    row = Row(
+        "push_record",
+        "record text: compiled shapes vs full path",
+        shape_rate,
+        "pushes/s",
+        "full path (DataNotification, readings, record text)",
+        full_rate,
+        notes,
+    )
+    outcomes = [
+        Outcome("compiled shapes", dlmsd_version(), "ok", shape_rate, shape_rates),
+        Outcome("full path", dlmsd_version(), "ok", full_rate, full_rates),
+    ]
+    return BenchmarkResult([row], outcomes, {"pushes": len(plaintexts)})
+
+
 # --- state backends: ingest with SQLite and PostgreSQL, 1 and 2 daemons ------------------
 
 
