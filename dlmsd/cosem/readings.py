@@ -104,7 +104,9 @@ _VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _encode_value = _VALUE_ENCODER.encode
 
 
-def _reading_frame(reading: Reading) -> tuple[str, str]:
+def reading_frame(reading: Reading) -> tuple[str, str]:
+    """The JSON text of a reading before and after its value (cached per OBIS, attribute,
+    unit and scaler)."""
     key = (reading.obis, reading.attribute, reading.unit, reading.scaler)
     frame = _READING_FRAMES.get(key)
     if frame is None:
@@ -125,12 +127,6 @@ def _reading_frame(reading: Reading) -> tuple[str, str]:
     return frame
 
 
-def reading_frame(reading: Reading) -> tuple[str, str]:
-    """The JSON text of a reading before and after its value (cached per OBIS, attribute,
-    unit and scaler)."""
-    return _reading_frame(reading)
-
-
 def value_json_text(value: ReadingValue) -> str:
     """The JSON text of a reading's value, as `readings_json_text` writes it."""
     if type(value) is int:
@@ -146,7 +142,7 @@ def readings_json_text(readings: Sequence[Reading]) -> str:
     """``[r.to_json() for r in readings]`` as compact JSON text (non-ASCII kept)."""
     parts = []
     for reading in readings:
-        head, tail = _reading_frame(reading)
+        head, tail = reading_frame(reading)
         parts.append(f"{head}{value_json_text(reading.value)}{tail}")
     return f"[{','.join(parts)}]"
 
@@ -330,13 +326,9 @@ def scaled_value(kind: DataType, value: object, scaler: int | None) -> ReadingVa
     return plain
 
 
-def plain_value(item: Data) -> ReadingValue:
-    """A scalar reading value: numbers stay numbers, times become ISO text."""
-    return plain_value_of(item.type, item.value)
-
-
 def plain_value_of(kind: DataType, value: object) -> ReadingValue:
-    """`plain_value` of an item of type `kind` holding `value`."""
+    """A scalar reading value of an item of type `kind` holding `value`: numbers stay
+    numbers, times become ISO text."""
     if type(value) is int and kind in _INTEGER_TYPES:
         return value
     if kind is DataType.BOOLEAN:

@@ -47,6 +47,7 @@ from dlmsd.protocol.axdr import (
     DataType,
     data_json_text,
     decode_data,
+    decode_length,
     fixed_size_leaf,
     json_text_open,
 )
@@ -64,11 +65,17 @@ _Convert = Callable[[bytes], str]
 
 _OCTET_STRING_TAG = 9
 _DATE_TIME_SIZE = 12
-# A layout seen this many times without a shape that matches is compiled again only
-# at powers of two: a meter whose literal bytes change every push costs one compile
-# now and then, not one per push.
+# Compiling a shape costs about ten full decodes, so it is done for layouts that
+# repeat: on a layout's second miss, later only at powers of two (a meter whose
+# literal bytes change every push costs a compile now and then, not one per push),
+# and at most once per _COMPILE_SPACING misses overall, so a stream of ever-new
+# layouts spends a bounded share of the CPU on compiling.
+_COMPILE_SPACING = 64
 _SHAPES_PER_KEY = 4
 _KEY_LIMIT = 4096
+# Memory: a shape holds about 20 bytes per plaintext byte (pattern, regex, template).
+_MAX_SHAPE_LENGTH = 2048  # longer pushes take the full path
+_HELD_LIMIT = 1 << 20  # plaintext bytes behind all shapes kept
 
 
 class ShapeCache:
@@ -76,15 +83,19 @@ class ShapeCache:
 
     `record_json` gives exactly ``open_decrypted(envelope, plaintext, objects)
     .record_json(more)``, and raises the same errors. Bounded: at most 4 shapes
-    per (length, push object list) and 4,096 such keys.
+    per (length, push object list), 4,096 such keys, and shapes of 1 MiB of
+    plaintext in all (about 20 MiB of memory).
     """
 
     def __init__(self) -> None:
         # (plaintext length, id of the push object list) -> (that list, its shapes, misses)
         self._shapes: dict[tuple[int, int], _Entry] = {}
+        self._held = 0  # plaintext bytes behind the shapes kept
+        self._since_compile = _COMPILE_SPACING
         self.misses = 0  # pushes that went the full way
         self.compiled = 0  # shapes made
         self.refused = 0  # shapes that failed their check against the full path
+        self.failed = 0  # compiles that raised (a bug: the push still got its record)
 
     def record_json(
         self,
@@ -105,13 +116,25 @@ class ShapeCache:
                     return f"{record_head_json(envelope)}{fields}{more}}}"
         push = open_decrypted(envelope, plaintext, objects)
         self.misses += 1
+        self._since_compile += 1
         if entry is None:
             if len(self._shapes) >= _KEY_LIMIT:
-                self._shapes.clear()
+                self._forget()
             entry = self._shapes[key] = _Entry(objects)
         entry.misses += 1
-        if entry.misses & (entry.misses - 1) == 0:
-            self._learn(entry, plaintext, push.notification, push.readings)
+        misses = entry.misses
+        if (
+            misses >= 2
+            and misses & (misses - 1) == 0
+            and self._since_compile >= _COMPILE_SPACING
+            and len(plaintext) <= _MAX_SHAPE_LENGTH
+        ):
+            self._since_compile = 0
+            try:
+                self._learn(entry, plaintext, push.notification, push.readings)
+            except Exception:
+                # Shapes only save time: a bug in compiling must not cost this push.
+                self.failed += 1
         return push.record_json(more)
 
     def _learn(
@@ -127,10 +150,17 @@ class ShapeCache:
         if shape.fields_json(plaintext) != notification_fields_json(notification, readings):
             self.refused += 1
             return
+        if self._held + len(plaintext) > _HELD_LIMIT:
+            self._forget()
         self.compiled += 1
         if len(entry.shapes) >= _SHAPES_PER_KEY:
-            entry.shapes.pop(0)
+            self._held -= entry.shapes.pop(0).size
         entry.shapes.append(shape)
+        self._held += shape.size
+
+    def _forget(self) -> None:
+        self._shapes.clear()
+        self._held = 0
 
 
 class _Entry:
@@ -145,12 +175,15 @@ class _Entry:
 class Shape:
     """One layout: a pattern over the plaintext and the record text with holes."""
 
-    __slots__ = ("_holes", "_match", "_template")
+    __slots__ = ("_holes", "_match", "_template", "size")
 
-    def __init__(self, pattern: bytes, template: str, holes: list[tuple[int, _Convert]]) -> None:
+    def __init__(
+        self, pattern: bytes, template: str, holes: list[tuple[int, _Convert]], size: int
+    ) -> None:
         self._match = re.compile(pattern, re.DOTALL).fullmatch
         self._template = template
         self._holes = holes
+        self.size = size  # bytes of the plaintexts it matches
 
     def fields_json(self, plaintext: bytes) -> str | None:
         """`notification_fields_json` of a plaintext of this layout, else None."""
@@ -160,7 +193,7 @@ class Shape:
         groups = match.groups()
         try:
             values = tuple([convert(groups[index]) for index, convert in self._holes])
-        except DlmsError:
+        except DlmsError:  # defensive: no conversion raises one today
             return None
         return self._template % values
 
@@ -199,6 +232,8 @@ def compile_shape(
         span = leaves.get(id(item))
         if span is not None:
             holes[id(item)] = span
+    if not holes:
+        return None  # all literal: it would only match this very push again
     builder.text(',"body":')
     _body_text(notification.body, holes, builder)
     builder.text(',"readings":[')
@@ -246,6 +281,7 @@ class _Builder:
             b"".join(pattern),
             "".join(self._template),
             [(group[(start, end)], convert) for start, end, convert in self._holes],
+            len(self._plaintext),
         )
 
 
@@ -270,22 +306,24 @@ def _date_time_span(plaintext: bytes) -> int | None:
 def _leaf_spans(
     item: Data, buf: bytes, offset: int, spans: dict[int, tuple[int, int, int] | None]
 ) -> int:
-    """Where the content of each fixed-size integer and short octet-string leaf of
-    `item` (encoded at `offset`) lies: ``spans[id(leaf)] = (tag, start, end)``.
+    """Where the content of each fixed-size integer and octet-string leaf of `item`
+    (encoded at `offset`) lies: ``spans[id(leaf)] = (tag, start, end)``.
     Returns the offset after `item`."""
     tag = buf[offset]
     value = item.value
-    if type(value) is tuple and (tag == 1 or tag == 2) and buf[offset + 1] == len(value) < 0x80:
-        position = offset + 2
-        for child in value:
-            position = _leaf_spans(child, buf, position, spans)
-        return position
+    if type(value) is tuple and (tag == 1 or tag == 2):
+        count, position = decode_length(buf, offset + 1)
+        if count == len(value):
+            for child in value:
+                position = _leaf_spans(child, buf, position, spans)
+            return position
     fixed = fixed_size_leaf(tag)
     end: int
     if fixed is not None and fixed[1] is item.type:
         start, end = offset + 1, offset + 1 + fixed[0]
-    elif tag == _OCTET_STRING_TAG and buf[offset + 1] < 0x80:
-        start, end = offset + 2, offset + 2 + buf[offset + 1]
+    elif tag == _OCTET_STRING_TAG and type(value) is bytes:
+        size, start = decode_length(buf, offset + 1)
+        end = start + size
     else:
         return decode_data(buf, offset)[1]
     # The decoder makes a new object per leaf; if one ever appeared twice, hole neither.
@@ -322,11 +360,16 @@ def _octets_text(raw: bytes) -> str:
     return f'"{raw.hex()}"'
 
 
-_BODY_CONVERTERS: dict[int, _Convert] = {_OCTET_STRING_TAG: _octets_text}
-for _tag in range(256):
-    _fixed = fixed_size_leaf(_tag)
-    if _fixed is not None:
-        _BODY_CONVERTERS[_tag] = _integer_text(_fixed[2])
+def _body_converters() -> dict[int, _Convert]:
+    converters: dict[int, _Convert] = {_OCTET_STRING_TAG: _octets_text}
+    for tag in range(256):
+        fixed = fixed_size_leaf(tag)
+        if fixed is not None:
+            converters[tag] = _integer_text(fixed[2])
+    return converters
+
+
+_BODY_CONVERTERS = _body_converters()
 
 
 def _reading_converter(tag: int, scaler: int | None) -> _Convert:
