@@ -193,11 +193,12 @@ class DaemonService(MultiService):
         for child in self:
             child.startService()
         if self._handle_signals:
+            # The daemon owns the process (twistd), so process-wide settings are ours.
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
-        # What start-up built (key store, caches, modules) lives as long as the daemon:
-        # keep it out of the collector's sweeps, which per-push garbage triggers often.
-        gc.collect()
-        gc.freeze()
+            # What start-up built (key store, caches, modules) lives as long as the
+            # daemon: keep it out of the sweeps that per-push garbage triggers often.
+            gc.collect()
+            gc.freeze()
         self.log.info(
             "dlmsd started: {meters} meters, {listeners} listeners, sinks {sinks}",
             meters=len(self.keystore),
@@ -213,6 +214,7 @@ class DaemonService(MultiService):
         if self._handle_signals and self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
+            gc.unfreeze()
         self.log.info("dlmsd stopping: closing listeners, flushing, draining sinks")
         # Each step runs even if the one before failed: a listener that will not
         # close must not keep accepted pushes from their commit.
