@@ -7,6 +7,7 @@ Vectors come from tests/data/published.json (each test cites the vector's
 from __future__ import annotations
 
 import pickle
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -355,6 +356,28 @@ def test_no_error_message_contains_key_material(cipher: Suite0Cipher) -> None:
             call()
         assert_no_key_material(info.value, EK, AK)
         assert info.value.__cause__ is None
+
+
+def test_a_cipher_holds_nothing_per_key_beyond_the_aes_object() -> None:
+    # A daemon keeps one cipher per meter that has pushed (100k-meter key stores):
+    # a per-cipher table (it once held SC | AK for four SC values, ~420 bytes) costs
+    # tens of megabytes. Only the cipher object and cryptography's AES object remain.
+    keys = [(bytes([n]) * 16, bytes([n, 1]) * 8) for n in range(256)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ciphers = [Suite0Cipher(ek, ak) for ek, ak in keys]
+        per_cipher = (tracemalloc.get_traced_memory()[0] - before) / len(ciphers)
+    finally:
+        tracemalloc.stop()
+    assert per_cipher < 200
+    for sc in (0x10, 0x30, 0x50, 0x70):
+        body = ciphers[7].encrypt(SYSTEM_TITLE, sc, IC, b"data", extra_aad=b"hdr")
+        assert ciphers[7].decrypt(SYSTEM_TITLE, sc, IC, body, extra_aad=b"hdr") == b"data"
+        with pytest.raises(AuthenticationFailed):
+            ciphers[7].decrypt(SYSTEM_TITLE, sc, IC, body)
+        with pytest.raises(AuthenticationFailed):
+            ciphers[8].decrypt(SYSTEM_TITLE, sc, IC, body, extra_aad=b"hdr")
 
 
 # --- hypothesis ------------------------------------------------------------------------

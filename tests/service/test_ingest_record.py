@@ -57,3 +57,32 @@ def test_staged_record_text_equals_encode_record_of_the_dict(tmp_path: Path) -> 
         assert staged.invocation_counter == 7
         assert json.loads(staged.record_json)["readings"]
     state.close()
+
+
+def test_records_carry_the_meter_fields_of_the_current_key_store(tmp_path: Path) -> None:
+    # The meter's JSON members are cached on its key store entry: a reload that
+    # renames and relabels the meter must show in the next record.
+    meter = simulator.make_meters(1)[0]
+    ingest, state = _ingest(tmp_path, [meter])
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert ingest.handle_apdu(simulator.build_push(meter, 7, stamp), "src", "udp") is ACCEPTED
+    first = json.loads(state._staged[-1].record_json)
+    assert (first["meter"], first["labels"]) == (
+        meter.name,
+        {"kind": "gas", "source": "simulator"},
+    )
+    keys = tmp_path / "keys"
+    keys.write_text(
+        keys.read_text()
+        .replace(f'name = "{meter.name}"', 'name = "renamed"')
+        .replace('source = "simulator"', 'source = "reloaded"')
+    )
+    assert ingest.keystore.reload() == 1
+    assert ingest.handle_apdu(simulator.build_push(meter, 8, stamp), "src", "udp") is ACCEPTED
+    second = json.loads(state._staged[-1].record_json)
+    assert (second["meter"], second["labels"]) == (
+        "renamed",
+        {"kind": "gas", "source": "reloaded"},
+    )
+    assert second["meter_id"] == first["meter_id"]
+    state.close()

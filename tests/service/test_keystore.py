@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from dlmsd.service.keystore import (
     load_key_file,
     parse_key_text,
 )
+from dlmsd.service.state import encode_record
 from tests.vectors import published
 
 REPO = Path(__file__).parent.parent.parent
@@ -129,6 +132,34 @@ def test_cipher_is_built_once_and_lazily(sample: Path) -> None:
     entry = KeyStore.load([sample]).lookup(bytes.fromhex("2F19229199164103"))
     assert entry is not None
     assert entry.cipher is entry.cipher
+
+
+def test_record_fields_are_the_meters_json_members_built_once() -> None:
+    # Non-ASCII stays as is; NEL and LINE SEPARATOR are escaped as encode_record does.
+    text = meter(name='"g\u00e4s\u2028\u0085 \\"42\\""', labels='{ site = "n\u00f6rth" }')
+    entry = parse_key_text(text)[0]
+    expected = encode_record(
+        {"meter": entry.name, "meter_id": "KFM1234567890", "labels": {"site": "n\u00f6rth"}}
+    )
+    assert entry.record_fields == "," + expected[1:-1]
+    assert json.loads("{" + entry.record_fields[1:] + "}") == {
+        "meter": 'g\u00e4s\u2028\u0085 "42"',
+        "meter_id": "KFM1234567890",
+        "labels": {"site": "n\u00f6rth"},
+    }
+    assert entry.record_fields is entry.record_fields
+    unnamed = parse_key_text(meter())[0]
+    assert unnamed.record_fields == ',"meter":null,"meter_id":"KFM1234567890","labels":{}'
+
+
+def test_lazy_slots_leave_entries_equal_hashable_and_small() -> None:
+    used, fresh = parse_key_text(meter(name='"a"'))[0], parse_key_text(meter(name='"a"'))[0]
+    assert used.record_fields and used.cipher is not None
+    assert used == fresh and hash(used) == hash(fresh)
+    assert "record_fields" not in repr(used)
+    # 100k entries are held from start: the lazily built slots must not push an entry
+    # into a larger allocation (it was 112 bytes before they existed).
+    assert sys.getsizeof(used) <= 112
 
 
 def test_plaintext_only_meter_needs_no_keys(tmp_path: Path) -> None:
