@@ -6,10 +6,18 @@ them) and one sink:
 
 * ``jsonl``: the JSONL file (fsync per batch); counted by reading the file.
 * ``mqtt``: a local mosquitto (started here, defaults: Nagle on, no
-  persistence), QoS 1, one JSON message per push; counted by a
-  ``mosquitto_sub`` (QoS 1) that prints one line per message.
+  persistence), QoS 1, one JSON message per push; counted by a QoS 1
+  subscriber in its own process (`count_messages`: raw socket, a PUBACK per
+  message, ~11 µs of CPU per message, mostly the kernel's), so the consumer
+  is not what is measured. The earlier consumer, a paho client in a thread of
+  this process (~40 µs per message, sharing the GIL with the counting loop),
+  topped out near 10,000 messages/s, below the sink; paho in its own process
+  takes ~26 µs. ``DLMSD_BENCH_MQTT_SUBSCRIBER=paho`` (own process) or
+  ``paho-thread`` runs those instead, for comparison.
 * ``http``: a local HTTP endpoint (stdlib ``http.server`` in a thread of
-  this process) taking JSON arrays of up to 500 records; counted per record.
+  this process, Nagle off: its two-write responses otherwise waited 40 ms
+  for the daemon's delayed ACK, every POST) taking JSON arrays of up to 500
+  records; counted per record.
 
 The figure is readings / seconds from the first byte sent to the last
 reading counted at the consumer, so it includes the ingest (decrypt, decode,
@@ -164,31 +172,134 @@ class LineCounter:
         return self.count
 
 
+SUBSCRIBED = b"subscribed\n"  # a subscriber process prints it once its SUBACK came
+
+
+def _mqtt_packet(kind: int, body: bytes) -> bytes:
+    length, header = len(body), bytearray((kind,))
+    while True:
+        length, digit = length >> 7, length & 0x7F
+        header.append(digit | 0x80 if length else digit)
+        if not length:
+            return bytes(header) + body
+
+
+def _read_packets(buffer: bytearray) -> tuple[list[tuple[int, int, int]], int]:
+    """The whole packets at the front of `buffer` as (first byte, body start, body end),
+    and where the rest starts (indices only: message bodies are never copied)."""
+    packets, position, end = [], 0, len(buffer)
+    while position + 2 <= end:
+        length, shift, cursor = 0, 0, position + 1
+        while cursor < end:
+            digit = buffer[cursor]
+            cursor += 1
+            length |= (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+        else:
+            break
+        if cursor + length > end:
+            break
+        packets.append((buffer[position], cursor, cursor + length))
+        position = cursor + length
+    return packets, position
+
+
+def count_messages(port: int, output: Path, topic: str = "dlmsd/#") -> None:
+    """A QoS 1 MQTT 3.1.1 subscriber on a raw socket (blocking, run in its own process).
+
+    It PUBACKs every PUBLISH (one send per read) and appends one newline per
+    message to `output` (one write per read), for `LineCounter`.
+    """
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client_id = f"bench-counter-{os.getpid()}".encode()
+    # CONNECT: "MQTT" level 4, clean session, keep-alive 0 (off: runs are short).
+    connect = b"\x00\x04MQTT\x04\x02\x00\x00" + len(client_id).to_bytes(2, "big") + client_id
+    sock.sendall(_mqtt_packet(0x10, connect))
+    name = topic.encode()
+    sock.sendall(_mqtt_packet(0x82, b"\x00\x01" + len(name).to_bytes(2, "big") + name + b"\x01"))
+    buffer = bytearray()
+    with open(output, "ab", buffering=0) as counted:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return
+            buffer += data
+            packets, used = _read_packets(buffer)
+            acks, messages = bytearray(), 0
+            for first, body, stop in packets:
+                kind = first & 0xF0
+                if kind == 0x30:
+                    messages += 1
+                    if first & 0x06:  # QoS 1: the packet id follows the topic
+                        at = body + 2 + (buffer[body] << 8 | buffer[body + 1])
+                        acks += b"\x40\x02"
+                        acks += buffer[at : at + 2]
+                elif kind == 0x20 and buffer[body + 1] != 0:
+                    raise SystemExit(f"CONNACK refused: {buffer[body:stop].hex()}")
+                elif kind == 0x90:
+                    if buffer[body + 2] != 1:
+                        raise SystemExit(f"SUBACK without QoS 1: {buffer[body:stop].hex()}")
+                    sys.stdout.buffer.write(SUBSCRIBED)
+                    sys.stdout.buffer.flush()
+            del buffer[:used]
+            if acks:
+                sock.sendall(acks)
+            if messages:
+                counted.write(b"\n" * messages)
+
+
+def _paho_count_messages(port: int, output: Path) -> None:
+    """The same as `count_messages` with paho (``loop_forever``), for comparison."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    counted = open(output, "ab", buffering=0)  # noqa: SIM115
+
+    def on_subscribe(client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
+        sys.stdout.buffer.write(SUBSCRIBED)
+        sys.stdout.buffer.flush()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{os.getpid()}")
+    client.on_connect = lambda c, u, f, r, p: c.subscribe("dlmsd/#", qos=1)
+    client.on_subscribe = on_subscribe
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        counted.write(b"\n")
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_forever()
+
+
 @contextmanager
 def mqtt_subscriber(port: int, output: Path) -> Iterator[Callable[[], int]]:
-    """A QoS 1 subscriber to ``dlmsd/#``; yields a counter of messages received.
-
-    ``mosquitto_sub`` (one short line per message) when installed, else a paho
-    client in a thread of this process.
-    """
-    binary = shutil.which("mosquitto_sub")
-    if binary is None:
+    """A QoS 1 subscriber to ``dlmsd/#`` in its own process; yields a counter of messages
+    received (see the module docstring for DLMSD_BENCH_MQTT_SUBSCRIBER)."""
+    kind = os.environ.get("DLMSD_BENCH_MQTT_SUBSCRIBER", "counter")
+    if kind == "paho-thread":
         with _paho_subscriber(port) as counter:
             yield counter
         return
-    handle = open(output, "wb")  # noqa: SIM115
+    command = "subscribe-paho" if kind == "paho" else "subscribe"
+    output.touch()
     process = subprocess.Popen(
-        [binary, "-h", "127.0.0.1", "-p", str(port), "-t", "dlmsd/#", "-q", "1", "-F", "m"],
-        stdout=handle,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "bench.sinks", command, str(port), str(output)],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
     )
     try:
-        time.sleep(0.3)  # subscribed before the daemon publishes
+        assert process.stdout is not None
+        if process.stdout.readline() != SUBSCRIBED:  # subscribed before the daemon publishes
+            raise RuntimeError("the MQTT subscriber did not subscribe")
         yield LineCounter(output)
     finally:
         process.terminate()
         process.wait(10)
-        handle.close()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @contextmanager
@@ -225,6 +336,9 @@ def http_endpoint() -> Iterator[tuple[int, Callable[[], int]]]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The response goes out as two writes (headers, body): with Nagle on, the body
+        # waits for the client's delayed ACK, 40 ms per POST. Real servers do not stall so.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -375,5 +489,10 @@ def description() -> str:
 
 
 if __name__ == "__main__":
-    for row in bench_mqtt_vs_jsonl(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0):
-        print(json.dumps(attrs.asdict(row)))
+    if sys.argv[1:2] == ["subscribe"]:
+        count_messages(int(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1:2] == ["subscribe-paho"]:
+        _paho_count_messages(int(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        for row in bench_mqtt_vs_jsonl(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0):
+            print(json.dumps(attrs.asdict(row)))
