@@ -375,12 +375,17 @@ def _sinks(root: _Table) -> tuple[SinkConfig, ...]:
     return sinks
 
 
+# MQTT fills its in-flight window (max_inflight, 1000) from one batch: a smaller
+# batch leaves the connection idle while the pump acknowledges and claims the next.
+_BATCH_DEFAULTS = {"mqtt": 1000}
+
+
 def _sink(table: _Table) -> SinkConfig:
     kind = table.string("type")
     return SinkConfig(
         type=kind,
         name=table.string("name", kind),
-        batch_size=table.integer("batch_size", 500, 1, 1_000_000),
+        batch_size=table.integer("batch_size", _BATCH_DEFAULTS.get(kind, 500), 1, 1_000_000),
         retry_backoff=table.number("retry_backoff", 1.0, minimum=0.001),
         # The sink type's factory validates its own keys (`sink_error_path` names them).
         options={key: value for key, value in table.items() if key not in _SINK_COMMON},

@@ -204,3 +204,14 @@ def test_arbitrary_documents_only_raise_config_error(document: dict[str, Any]) -
         parse_config(document)
     except ConfigError as error:
         assert str(error)
+
+
+def test_mqtt_sinks_batch_a_full_in_flight_window_by_default() -> None:
+    config = parse(
+        MINIMAL
+        + '\n[[sinks]]\ntype = "mqtt"\nname = "broker"\nhost = "localhost"\n'
+        + '\n[[sinks]]\ntype = "mqtt"\nname = "small"\nhost = "localhost"\nbatch_size = 50\n'
+    )
+    sizes = {sink.name: sink.batch_size for sink in config.sinks}
+    assert sizes["broker"] == 1000 and sizes["small"] == 50
+    assert all(size == 500 for name, size in sizes.items() if name not in ("broker", "small"))
