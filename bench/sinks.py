@@ -52,7 +52,7 @@ import attrs
 from bench.support import RowData, free_port, stop_process, subprocess_env, twistd_command
 
 METERS = 200
-PUSHES_PER_SECOND_GUESS = 8_000  # sizes the run: about `duration` seconds per path
+PUSHES_PER_SECOND_GUESS = 25_000  # sizes the run: about `duration` seconds per path
 MQTT_TARGET_RATIO = 0.5
 START_TIMEOUT = 60.0
 
