@@ -806,8 +806,8 @@ def mqtt_sink_factory(name: str, options: Mapping[str, Any]) -> MqttSink:
     obis_topic, mode ("push", "obis", "both"), retain, qos (1 or 2), username,
     password_file / password_env, tls, ca_file, cert_file, key_file,
     key_password_file / key_password_env, connect_timeout, connect_wait,
-    ack_timeout, reconnect_min, reconnect_max, max_inflight, homeassistant,
-    discovery_prefix.
+    ack_timeout, reconnect_min, reconnect_max, max_inflight (1000; 20 for QoS 2 over
+    MQTT 3.1.1, mosquitto's default cap), homeassistant, discovery_prefix.
     """
     return MqttSink(name, parse_mqtt_settings(name, options))
 

@@ -42,6 +42,7 @@ _ID_FIELDS = frozenset({"system_title", "invocation_counter", "record_id", "sink
 # A push topic of these fields is the same for every record of a meter: formatted once.
 _PER_METER_FIELDS = frozenset({"system_title", "sink"})
 _TOPIC_CACHE_SIZE = 65_536
+_QOS2_V311_WINDOW = 20  # mosquitto's default max_inflight_messages
 # MQTT topic names must not hold wildcards; a "/" in a meter name would add a level.
 _TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
 
@@ -139,6 +140,14 @@ def _template_fields(template: str, allowed: frozenset[str], key: str) -> frozen
     return frozenset(fields)
 
 
+def _default_window(protocol: str, qos: int) -> int:
+    """QoS 2 over MQTT 3.1.1: a broker holds each message until its PUBREL and caps how
+    many (mosquitto: max_inflight_messages, 20), but 3.1.1 cannot tell the client; one
+    over the cap and mosquitto drops the connection, every batch again. MQTT 5 brokers
+    announce their cap (Receive Maximum), and QoS 1 holds nothing at the broker."""
+    return _QOS2_V311_WINDOW if qos == 2 and protocol == "3.1.1" else 1000
+
+
 def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
     """Validate an ``[[sinks]]`` table of type ``mqtt``; raises SinkConfigError."""
     read = OptionReader(options)
@@ -171,6 +180,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
     if password is not None and username is None:
         raise SinkConfigError("username", "a password needs a username")
     reconnect_min = read.number("reconnect_min", 0.5, 0.01, 3600.0)
+    qos = read.integer("qos", 1, 1, 2)
     settings = MqttSettings(
         host=read.string("host", "127.0.0.1"),
         port=read.integer("port", 8883 if tls else 1883, 1, 65535),
@@ -184,7 +194,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         obis_topic=obis_topic,
         mode=mode,
         retain=read.boolean("retain", False),
-        qos=read.integer("qos", 1, 1, 2),
+        qos=qos,
         username=username,
         password=password,
         tls=tls,
@@ -193,7 +203,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         ack_timeout=read.number("ack_timeout", 30.0, 0.1, 3600.0),
         reconnect_min=reconnect_min,
         reconnect_max=read.number("reconnect_max", 30.0, reconnect_min, 86400.0),
-        max_inflight=read.integer("max_inflight", 1000, 1, 60_000),
+        max_inflight=read.integer("max_inflight", _default_window(protocol, qos), 1, 60_000),
         homeassistant=homeassistant,
         discovery_prefix=read.string("discovery_prefix", "homeassistant"),
     )
