@@ -26,7 +26,12 @@ seconds fails the batch; the pump keeps it in the spool and delivers it again
 (duplicates are possible, loss is not: consumers drop duplicates by
 ``system_title`` + ``invocation_counter``). Each connection gets a fresh paho
 client and wire, so nothing half-sent by a previous connection is replayed
-behind the spool's back.
+behind the spool's back. One exception, QoS 2 with a persistent session: the
+broker keeps the messages it PUBREC'd by packet id, so the ids run on across
+connections (a new message never takes an id the broker may still hold) and,
+when the CONNACK says the session is present, the PUBREL of every message that
+got its PUBREC but no PUBCOMP is sent again before any new PUBLISH (MQTT 3.1.1
+and 5, §4.4). Their records failed with their batch and are redelivered anyway.
 
 Messages (built by `dlmsd.sinks.mqtt_messages`): ``mode = "push"`` sends each
 record as one JSON message on `topic`; ``"obis"`` one message per reading on
@@ -264,6 +269,8 @@ class MqttSink:
         # The connection's unacknowledged packet ids (any batch) and the last one given.
         self._in_flight: set[int] = set()
         self._mid = 0
+        # QoS 2 ids PUBREL'd and not yet PUBCOMP'd; re-released when a session resumes.
+        self._released: set[int] = set()
         self._retry: Any = None
         self._connack_timer: Any = None
         self._batch: _Batch | None = None
@@ -427,8 +434,14 @@ class MqttSink:
             return
         self._state = "connected"
         self._window = self.settings.max_inflight
-        self._in_flight = set()
-        self._mid = 0
+        session_present = bool(getattr(flags, "session_present", False))
+        if session_present:
+            # The broker may hold the last connection's ids: keep counting past them.
+            self._in_flight = set(self._released)
+        else:
+            self._released.clear()
+            self._in_flight = set()
+            self._mid = 0
         receive_maximum = getattr(properties, "ReceiveMaximum", None)
         if isinstance(receive_maximum, int) and receive_maximum > 0:
             # The broker's limit of unacknowledged QoS>0 messages (MQTT 5); paho ignores it.
@@ -440,11 +453,18 @@ class MqttSink:
             sink=self.name,
             url=self.settings.url,
             protocol=self.settings.protocol,
-            present=bool(getattr(flags, "session_present", False)),
+            present=session_present,
         )
+        descriptor = self._socket
+        if self._released and descriptor is not None:
+            # Before any new PUBLISH (§4.4); the PUBCOMPs settle them like any other.
+            for mid in sorted(self._released):
+                descriptor.wire.out += pubrel_packet(mid)
         batch = self._batch
         if batch is not None:
             self._start(batch)
+        elif descriptor is not None:
+            self._write(descriptor)
 
     def _on_disconnect(self, client: Any, reason: Any) -> None:
         if client is not self._client or self._state in ("closed", "idle"):
@@ -531,7 +551,7 @@ class MqttSink:
             return
         v5 = self.settings.protocol == "5"
         connected = self._state == "connected"
-        in_flight = self._in_flight
+        in_flight, released = self._in_flight, self._released
         batch = self._batch
         pending = batch.pending if batch is not None else set()
         acknowledged = 0
@@ -548,8 +568,11 @@ class MqttSink:
             reason = data[body + 2] if size > 2 else 0
             if kind == PUBREC and reason < 0x80:
                 wire.out += pubrel_packet(mid)  # QoS 2 goes on; PUBCOMP settles it
+                if mid in in_flight:
+                    released.add(mid)
                 continue
             in_flight.discard(mid)
+            released.discard(mid)
             if mid not in pending:
                 continue  # a failed batch's message, or a duplicate
             if reason >= 0x80:

@@ -590,12 +590,71 @@ async def test_qos2_session_resumed_after_a_cut_between_pubrec_and_pubrel(
             await sink.deliver(records(1, 20))
         assert sink.published == 0
         await _deliver_until_done(sink, records(1, 20))
-        # A later batch reuses the ids 1..5 for other records.
+        # A later batch goes on with the ids, past those of the first connection.
         await sink.deliver(records(21, 20))
         assert sink.published == 40
     finally:
         await sink.close()
     await received(subscriber, counters(1, 40))
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@on_reactor
+async def test_qos2_session_resumed_releases_the_pubrecd_ids_first_and_never_reuses_them(
+    proxy: _Proxy, subscriber: Subscriber, protocol: str
+) -> None:
+    # The sink gets the PUBREC of ids 1..3 (not 4, 5), its PUBRELs never reach the
+    # broker, and the connection is cut. The broker holds 1..5 by packet id in the
+    # session: on the next connection the sink must release 1..3 before publishing
+    # anything, and its new messages must not take those ids (or 4, 5: a broker may
+    # take a new message under a held id for the held one's duplicate and drop it).
+    sent: list[tuple[int, int, int]] = []  # (link number, packet type, packet id)
+
+    def to_broker(link: _Link, packet: bytes) -> list[bytes]:
+        number = proxy.links.index(link)
+        kind = packet[0] & 0xF0
+        if kind == PUBLISH:
+            sent.append((number, kind, _publish_id(packet)))
+        elif kind == PUBREL:
+            sent.append((number, kind, ack_id(packet)))
+            if number == 0:
+                if sum(1 for n, k, _ in sent if n == 0 and k == PUBREL) == 3:
+                    reactor.callLater(0, link.cut)
+                return []
+        return [packet]
+
+    def to_client(link: _Link, packet: bytes) -> list[bytes]:
+        if packet[0] & 0xF0 == PUBREC and proxy.links.index(link) == 0:
+            return [packet] if ack_id(packet) <= 3 else []
+        return [packet]
+
+    proxy.edit_to_broker = to_broker
+    proxy.edit_to_client = to_client
+    extra: dict[str, object] = {"session_expiry": 600} if protocol == "5" else {}
+    sink = proxied(proxy, protocol=protocol, qos=2, clean_session=False, max_inflight=5, **extra)
+    try:
+        with pytest.raises(MqttError):
+            await sink.deliver(records(1, 20))
+        assert {mid for n, k, mid in sent if n == 0 and k == PUBLISH} == {1, 2, 3, 4, 5}
+        assert sink.published == 0
+        await _deliver_until_done(sink, records(1, 20))
+        second = [(kind, mid) for n, kind, mid in sent if n == 1]
+        assert second[:3] == [(PUBREL, 1), (PUBREL, 2), (PUBREL, 3)]
+        new_ids = [mid for kind, mid in second if kind == PUBLISH]
+        assert new_ids and min(new_ids) > 5
+        assert not sink._released  # settled by the broker's PUBCOMPs
+    finally:
+        await sink.close()
+    await received(subscriber, counters(1, 20))
+
+
+def _publish_id(packet: bytes) -> int:
+    body = 2
+    while packet[body - 1] & 0x80:
+        body += 1
+    topic_length = int.from_bytes(packet[body : body + 2], "big")
+    at = body + 2 + topic_length
+    return int.from_bytes(packet[at : at + 2], "big")
 
 
 @on_reactor
