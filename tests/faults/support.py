@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 from dlmsd.service import simulator
 from dlmsd.service.simulator import SimMeter
+from tests.twistd import twistd_command
 from tests.vectors import by_kind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,16 +110,7 @@ class DaemonProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "dlmsd",
-                "--config",
-                str(self.config),
-            ],
+            twistd_command(self.config),
             cwd=self.root,
             env=env,
             stdout=self._log_handle,

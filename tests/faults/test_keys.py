@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,20 +24,12 @@ from tests.faults.support import (
     send_udp,
     wait_for,
 )
+from tests.twistd import twistd_command
 
 
 def _twistd(config: Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "dlmsd",
-            "--config",
-            str(config),
-        ],
+        twistd_command(config),
         cwd=cwd,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         capture_output=True,

@@ -31,6 +31,7 @@ from dlmsd.service.config import ConfigError, load_config
 from dlmsd.service.logging import format_event
 from dlmsd.service.maker import DaemonService, Options, StartupError, build_service, makeService
 from dlmsd.service.simulator import SimMeter, make_meters
+from tests.twistd import twistd_command
 from tests.vectors import by_kind, vector_id
 
 reactor: Any = _reactor
@@ -562,26 +563,13 @@ def _twistd_env() -> dict[str, str]:
     return env
 
 
-def _twistd_command(config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "dlmsd",
-        "--config",
-        str(config),
-    ]
-
-
 def test_twistd_subprocess_receives_a_push_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     ports = {"udp": _free_port(socket.SOCK_DGRAM), "metrics": _free_port(socket.SOCK_STREAM)}
     setup = make_setup(tmp_path, udp={}, ports=ports, extra="")
     text = setup.config_path.read_text().replace("[daemon]\n", '[daemon]\nlog_format = "json"\n')
     setup.config_path.write_text(text)
     process = subprocess.Popen(
-        _twistd_command(setup.config_path),
+        twistd_command(setup.config_path),
         cwd=tmp_path,
         env=_twistd_env(),
         stdout=subprocess.PIPE,
@@ -623,7 +611,7 @@ def test_twistd_subprocess_receives_a_push_and_exits_cleanly_on_sigterm(tmp_path
 def test_twistd_subprocess_refuses_a_bad_config_with_one_line(tmp_path: Path) -> None:
     setup = make_setup(tmp_path, udp={"max_frame_size": "big"})
     result = subprocess.run(
-        _twistd_command(setup.config_path),
+        twistd_command(setup.config_path),
         cwd=tmp_path,
         env=_twistd_env(),
         capture_output=True,
@@ -642,7 +630,7 @@ def test_twistd_subprocess_refuses_a_port_in_use(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         setup = make_setup(tmp_path, udp={}, ports={"udp": taken.getsockname()[1]})
         result = subprocess.run(
-            _twistd_command(setup.config_path),
+            twistd_command(setup.config_path),
             cwd=tmp_path,
             env=_twistd_env(),
             capture_output=True,

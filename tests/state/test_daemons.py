@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from dlmsd.service import simulator
 from dlmsd.service.simulator import SimMeter
 from tests.service.test_daemon import DaemonSetup, make_setup
 from tests.state.pgserver import PgServer, free_port
+from tests.twistd import twistd_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,12 +47,7 @@ class Daemon:
         log = (self.setup.root / "daemon.log").open("ab")
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                *("-n", "--pidfile=", "dlmsd", "--config", str(self.setup.config_path)),
-            ],
+            twistd_command(self.setup.config_path),
             cwd=self.setup.root,
             env=env,
             stdout=log,
