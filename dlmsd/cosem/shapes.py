@@ -91,7 +91,7 @@ class ShapeCache:
         # (plaintext length, id of the push object list) -> (that list, its shapes, misses)
         self._shapes: dict[tuple[int, int], _Entry] = {}
         self._held = 0  # plaintext bytes behind the shapes kept
-        self._since_compile = _COMPILE_SPACING
+        self._last_compile = -_COMPILE_SPACING  # `misses` when a compile last ran
         self.misses = 0  # pushes that went the full way
         self.compiled = 0  # shapes made
         self.refused = 0  # shapes that failed their check against the full path
@@ -116,7 +116,6 @@ class ShapeCache:
                     return f"{record_head_json(envelope)}{fields}{more}}}"
         push = open_decrypted(envelope, plaintext, objects)
         self.misses += 1
-        self._since_compile += 1
         if entry is None:
             if len(self._shapes) >= _KEY_LIMIT:
                 self._forget()
@@ -126,10 +125,10 @@ class ShapeCache:
         if (
             misses >= 2
             and misses & (misses - 1) == 0
-            and self._since_compile >= _COMPILE_SPACING
+            and self.misses - self._last_compile >= _COMPILE_SPACING
             and len(plaintext) <= _MAX_SHAPE_LENGTH
         ):
-            self._since_compile = 0
+            self._last_compile = self.misses
             try:
                 self._learn(entry, plaintext, push.notification, push.readings)
             except Exception:
@@ -205,9 +204,10 @@ def compile_shape(
     push_object_list: Sequence[PushObject] | None,
 ) -> Shape | None:
     """The shape of a decoded push, or None when its layout is not one we compile."""
-    body_offset = _body_offset(plaintext)
-    if body_offset is None:
+    if plaintext[:1] != bytes((DATA_NOTIFICATION,)):
         return None
+    stamp = _date_time_start(plaintext)
+    body_offset = 6 if stamp is None else stamp + _DATE_TIME_SIZE
     try:
         plan = plan_readings(notification.body, push_object_list)
     except DlmsError:
@@ -221,7 +221,6 @@ def compile_shape(
     builder.text(',"invoke_id":')
     builder.hole(1, 5, _invoke_id_text)
     builder.text(',"datetime":')
-    stamp = _date_time_span(plaintext)
     if stamp is None:
         builder.text("null")
     else:
@@ -285,18 +284,9 @@ class _Builder:
         )
 
 
-def _body_offset(plaintext: bytes) -> int | None:
-    if len(plaintext) < 7 or plaintext[0] != DATA_NOTIFICATION:
-        return None
-    marker = plaintext[5]
-    if marker == 0:
-        return 6
-    if marker == _OCTET_STRING_TAG:
-        return 7 + _DATE_TIME_SIZE
-    return 6 + _DATE_TIME_SIZE
-
-
-def _date_time_span(plaintext: bytes) -> int | None:
+def _date_time_start(plaintext: bytes) -> int | None:
+    """Where the date-time of a (decoded, so well-formed) DataNotification starts:
+    after ``0C`` or ``09 0C``; None when absent (``00``)."""
     marker = plaintext[5]
     if marker == 0:
         return None

@@ -212,7 +212,7 @@ class Ingest:
         fields = (
             f',"received_at":"{self._received_at(now)}"'
             f',"source":{encode_basestring(source)},"transport":{encode_basestring(transport)}'
-            f"{self._meter_fields(entry)}"
+            f"{entry.record_fields}"
         )
         if counter is not None:
             # The id goes in the record too, so consumers can drop duplicates.
@@ -254,14 +254,6 @@ class Ingest:
             self._stamp_bucket = bucket
             self._stamp_text = _utc_text(now)
         return self._stamp_text
-
-    def _meter_fields(self, entry: MeterEntry) -> str:
-        """``,"meter":..,"meter_id":..,"labels":{..}`` of a meter.
-
-        Cached on the key store entry itself: a dict here cost ~120 bytes per meter
-        that has pushed on top of the text, and kept replaced entries alive after a reload.
-        """
-        return entry.record_fields
 
     def _unknown(self, title: bytes | None, apdu: bytes, source: str, transport: str) -> Outcome:
         now = self._clock()
