@@ -41,7 +41,6 @@ from dlmsd.sinks.mqtt import (
 )
 from tests.service.test_daemon import (
     LogCapture,
-    _twistd_command,
     _twistd_env,
     make_setup,
     metric,
@@ -53,6 +52,7 @@ from tests.service.test_daemon import (
     wait_until,
 )
 from tests.sinks.mosquitto import PASSWORD, USERNAME, Mosquitto, Subscriber, free_port
+from tests.twistd import twistd_command
 
 reactor: Any = _reactor
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, None]])
@@ -651,7 +651,7 @@ def test_kill_9_between_receipt_and_puback_loses_nothing(
 
     def launch() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            _twistd_command(setup.config_path),
+            twistd_command(setup.config_path),
             cwd=tmp_path,
             env=_twistd_env(),
             stdout=log,
