@@ -1,8 +1,8 @@
 """Decode a captured frame, whatever its framing: the library side of `dlmsd decode`.
 
 A capture may be a wrapper frame (UDP/TCP, one or several back to back), HDLC
-frames (one or several, possibly segmented), or a bare APDU. Each APDU found
-becomes one JSON-able record.
+frames (one or several, segmented or carrying GBT blocks), or a bare APDU (with or
+without its LLC header). Each APDU found becomes one JSON-able record.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from dlmsd.protocol import hdlc, wrapper
+from dlmsd.protocol import framing, hdlc
 from dlmsd.protocol.apdus import decode_apdu
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.errors import DecodeError, DlmsError
-from dlmsd.protocol.events import NEED_DATA
+from dlmsd.protocol.framing import StreamApdu
+from dlmsd.protocol.gbt_push import DEFAULT_MAX_PUSH_SIZE
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.push import DATA_NOTIFICATION, is_push_or_ciphered, open_decrypted, peel
 from dlmsd.protocol.security import Suite0Cipher
@@ -26,66 +27,46 @@ CipherLookup = Callable[[bytes | None], Suite0Cipher | None]
 HDLC_FLAG = 0x7E
 
 
-@attrs.frozen(slots=True)
-class FoundApdu:
-    """One APDU out of a capture, with the framing it came in."""
+#: One APDU out of a capture, with the framing it came in.
+FoundApdu = StreamApdu
 
-    framing: str
-    apdu: bytes
-    source: int | None = None
-    destination: int | None = None
+_LLC_HEADERS = (hdlc.LLC_COMMAND, hdlc.LLC_RESPONSE)
 
 
-def split_capture(data: bytes) -> list[FoundApdu]:
-    """Find the APDUs in a capture: HDLC, wrapper, or a bare APDU."""
+def split_capture(data: bytes, max_apdu_size: int = DEFAULT_MAX_PUSH_SIZE) -> list[FoundApdu]:
+    """Find the APDUs in a capture: HDLC, wrapper, or a bare APDU (LLC header allowed).
+
+    Strict: any refused frame or message raises its `DlmsError`. A partial message
+    dropped without a fault (a capture that starts in the middle of a GBT message,
+    or a meter that restarted one) is skipped.
+    """
     if not data:
         raise DecodeError("empty input", 0)
     if data[0] == HDLC_FLAG and len(data) > 2 and data[-1] == HDLC_FLAG:
-        return _split_hdlc(data)
+        return _split_stream("hdlc", data, max_apdu_size)
     if len(data) >= 8 and data[0:2] == b"\x00\x01":
-        return _split_wrapper(data)
+        return _split_stream("wrapper", data, max_apdu_size)
+    if data[:3] in _LLC_HEADERS and len(data) > 3:
+        # An APDU copied out of an HDLC frame with its LLC header still on.
+        data = data[3:]
     return [FoundApdu("apdu", data)]
 
 
-def _split_wrapper(data: bytes) -> list[FoundApdu]:
-    decoder = wrapper.WrapperStreamDecoder()
-    decoder.receive_data(data)
+def _split_stream(name: str, data: bytes, max_apdu_size: int) -> list[FoundApdu]:
+    stream = framing.make_stream(name, max_apdu_size)
     found: list[FoundApdu] = []
-    while True:
-        event = decoder.next_event()
-        if event is NEED_DATA:
-            break
-        assert isinstance(event, wrapper.WrapperFrame)
-        found.append(FoundApdu("wrapper", event.apdu, event.source_wport, event.destination_wport))
-    if decoder.pending_bytes:
-        raise DecodeError(
-            f"wrapper frame truncated: {decoder.pending_bytes} bytes left over",
-            len(data) - decoder.pending_bytes,
-        )
-    return found
-
-
-def _split_hdlc(data: bytes) -> list[FoundApdu]:
-    decoder = hdlc.HdlcStreamDecoder()
-    reassembler = hdlc.SegmentReassembler()
-    decoder.receive_data(data)
-    found: list[FoundApdu] = []
-    while True:
-        event = decoder.next_event()
-        if event is NEED_DATA:
-            break
-        if isinstance(event, hdlc.FrameError):
-            raise DecodeError(f"bad HDLC frame: {event.reason}")
-        assert isinstance(event, hdlc.HdlcFrame)
-        if not event.information:
-            continue
-        apdu = reassembler.add(event)
-        if apdu is not None:
-            found.append(FoundApdu("hdlc", apdu))
-    if reassembler.pending:
-        raise DecodeError("HDLC segments end before the last segment")
+    notices: list[str] = []
+    for event in [*stream.feed(data), *stream.finish()]:
+        if isinstance(event, framing.StreamError):
+            raise event.error
+        if isinstance(event, framing.StreamNotice):
+            notices.append(event.reason)
+        else:
+            found.append(event)
     if not found:
-        raise DecodeError("no HDLC frame with an information field")
+        if notices:
+            raise DecodeError(f"no complete message: {notices[-1]}")
+        raise DecodeError(f"no {name.upper()} frame with an information field")
     return found
 
 

@@ -3,8 +3,9 @@
 Modules: :mod:`.crc` (CRC-16/X-25), :mod:`.address`, :mod:`.frames` (format,
 control, frames, LLC), :mod:`.parameters` (SNRM/UA negotiation), :mod:`.stream`
 (bytes -> frames with resync), :mod:`.reassembly` (segmented APDUs),
-:mod:`.window` (the sending window) and :mod:`.connection` (the client link
-state machine).
+:mod:`.pushes` (push APDUs from segmented frames or GBT blocks; not re-exported
+here, it imports :mod:`dlmsd.protocol.gbt_push`), :mod:`.window` (the sending
+window) and :mod:`.connection` (the client link state machine).
 """
 
 from __future__ import annotations
