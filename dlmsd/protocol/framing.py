@@ -162,9 +162,9 @@ class HdlcFramingStream:
         if self._decoder.pending_bytes > 1:  # a lone flag may close the last frame
             reason = f"input ends inside an HDLC frame ({self._decoder.pending_bytes} bytes)"
             events.append(StreamError(reason, TruncatedError(reason)))
-        reason = self._assembler.pending_reason
-        if reason is not None:
-            events.append(StreamError(reason, TruncatedError(reason)))
+        partial = self._assembler.pending_reason
+        if partial is not None:
+            events.append(StreamError(partial, TruncatedError(partial)))
         return events
 
 

@@ -95,7 +95,8 @@ class HdlcSerialListenerConfig:
 
     A serial port serves one meter: `system_title` (16 hex characters in the
     file) names it for pushes that carry no system title (plaintext HAN pushes),
-    so its key store entry and policy apply.
+    so its key store entry and policy apply. `meter` names it by its key store
+    name instead (resolved when the daemon starts).
     """
 
     name: str
@@ -107,11 +108,16 @@ class HdlcSerialListenerConfig:
     max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
     reopen_delay: float = 5.0
     system_title: bytes | None = None
+    meter: str | None = None
 
 
 @attrs.frozen(slots=True)
 class HdlcTcpListenerConfig:
-    """``[[listeners.hdlc_tcp]]``: HDLC pushes over TCP (meters behind terminal servers)."""
+    """``[[listeners.hdlc_tcp]]``: HDLC pushes over TCP (meters behind terminal servers).
+
+    Behind a serial-to-TCP bridge (ser2net, ESP-Link) the port serves one HAN
+    meter: `system_title` or `meter` name it, as for ``hdlc_serial``.
+    """
 
     name: str
     address: str = "0.0.0.0"
@@ -119,6 +125,8 @@ class HdlcTcpListenerConfig:
     idle_timeout: float = 300.0
     max_connections: int = 10_000
     max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    system_title: bytes | None = None
+    meter: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -332,6 +340,7 @@ def _hdlc_serial(table: _Table) -> HdlcSerialListenerConfig:
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
         system_title=table.system_title("system_title"),
+        meter=_meter_name(table),
     )
 
 
@@ -345,7 +354,19 @@ def _hdlc_tcp(table: _Table) -> HdlcTcpListenerConfig:
         idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
         max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        system_title=table.system_title("system_title"),
+        meter=_meter_name(table),
     )
+
+
+def _meter_name(table: _Table) -> str | None:
+    """`meter`: a key store name standing for `system_title` (one or the other)."""
+    if not table.has("meter"):
+        return None
+    name = table.string("meter")
+    if table.has("system_title"):
+        raise ConfigError(f"{table.key('meter')}: give either meter or system_title, not both")
+    return name
 
 
 def _keys(table: _Table) -> KeysConfig:
@@ -498,6 +519,9 @@ class _Table:
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return self._raw.items()
+
+    def has(self, key: str) -> bool:
+        return key in self._raw
 
     def _value(self, key: str, default: Any) -> Any:
         if key in self._raw:

@@ -1,10 +1,12 @@
 """HDLC push receivers: on a serial line (HAN/P1 port) and over TCP (terminal servers).
 
 Both feed the same `HdlcPushReceiver`: the HDLC stream decoder resyncs on
-line noise, the segment reassembler joins segmented UI/I frames and strips the
-LLC header, and each complete APDU goes to the ingest. A serial port serves a
-single meter, so its listener may name that meter's system title for pushes
-that carry none (plaintext HAN pushes).
+line noise, the push assembler joins segmented UI/I frames or the GBT blocks of
+one push (Landis+Gyr) and strips the LLC header, and each complete APDU goes to
+the ingest. A serial port (or a TCP bridge in front of one) serves a single
+meter, so its listener may name that meter's system title for pushes that carry
+none (plaintext HAN pushes). One receiver per serial port or TCP connection:
+each has its own reassembly state.
 
 The serial port is reopened after `reopen_delay` when it fails to open or the
 line goes away (a USB adapter unplugged), for as long as the service runs.
@@ -25,7 +27,8 @@ from twisted.python.failure import Failure
 from dlmsd.protocol.errors import LengthError
 from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.hdlc.events import FrameError
-from dlmsd.protocol.hdlc.reassembly import ReassemblyError, SegmentReassembler
+from dlmsd.protocol.hdlc.pushes import HdlcPushAssembler, MessageDropped
+from dlmsd.protocol.hdlc.reassembly import ReassemblyError
 from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
 from dlmsd.service.config import HdlcSerialListenerConfig, HdlcTcpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
@@ -39,6 +42,8 @@ TCP_TRANSPORT = "hdlc_tcp"
 class HdlcPushReceiver:
     """Bytes from one line in, reassembled APDUs out to the ingest."""
 
+    log = Logger()
+
     def __init__(
         self,
         ingest: Ingest,
@@ -48,14 +53,16 @@ class HdlcPushReceiver:
         on_frame: Callable[[], object],
         max_apdu_size: int,
         system_title: bytes | None = None,
+        on_dropped: Callable[[], object] | None = None,
     ) -> None:
         self._ingest = ingest
         self._transport = transport
         self.source = source
         self._on_frame = on_frame
+        self._on_dropped = on_dropped
         self._system_title = system_title
         self._decoder = HdlcStreamDecoder()
-        self._reassembler = SegmentReassembler(max_apdu_size)
+        self._reassembler = HdlcPushAssembler(max_apdu_size)
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes read from the line."""
@@ -79,10 +86,23 @@ class HdlcPushReceiver:
                     too_big = isinstance(item.error, LengthError)
                     reason = RejectReason.OVERSIZE if too_big else RejectReason.MALFORMED
                     self._ingest.reject(reason, self.source, self._transport, item.reason)
+                elif isinstance(item, MessageDropped):
+                    self._dropped(item)
                 else:
                     self._ingest.handle(
                         item.apdu, self.source, self._transport, self._system_title
                     )
+
+    def _dropped(self, item: MessageDropped) -> None:
+        # A meter restart or a line opened mid-message: counted, not a rejection.
+        if self._on_dropped is not None:
+            self._on_dropped()
+        self.log.info(
+            "{source} ({transport}): partial push dropped: {reason}",
+            source=self.source,
+            transport=self._transport,
+            reason=item.reason,
+        )
 
     def reset(self) -> None:
         """Forget a partial frame or APDU (the line was reopened)."""
@@ -107,6 +127,8 @@ class HdlcTcpFactory(PushStreamFactory):
             max_connections=config.max_connections,
         )
         self.max_apdu_size = config.max_apdu_size
+        self.system_title = config.system_title
+        self.dropped = metrics.partial_pushes_dropped.labels(config.name).inc
 
     def make_protocol(self) -> PushStreamProtocol:
         return HdlcTcpProtocol()
@@ -127,6 +149,8 @@ class HdlcTcpProtocol(PushStreamProtocol):
             source=self.source,
             on_frame=self.frame_received,
             max_apdu_size=factory.max_apdu_size,
+            system_title=factory.system_title,
+            on_dropped=factory.dropped,
         )
 
     def dataReceived(self, data: bytes) -> None:
@@ -182,6 +206,7 @@ class HdlcSerialService(Service):
             on_frame=metrics.listener(config.name).inc,
             max_apdu_size=config.max_apdu_size,
             system_title=config.system_title,
+            on_dropped=metrics.partial_pushes_dropped.labels(config.name).inc,
         )
         self.port: Any = None
         self._reopen: DelayedCall | None = None

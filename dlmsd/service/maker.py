@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -31,7 +32,14 @@ from twisted.logger import FileLogObserver, ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
-from dlmsd.service.config import Config, ConfigError, load_config, sink_error_path
+from dlmsd.service.config import (
+    Config,
+    ConfigError,
+    HdlcSerialListenerConfig,
+    HdlcTcpListenerConfig,
+    load_config,
+    sink_error_path,
+)
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import KeyFileError, KeyStore
@@ -425,9 +433,25 @@ def _listeners(
             listen_tcp, reactor, ingest, metrics, tcp, after_push=readback.after_push
         )
         listeners.append(PortService(tcp.name, listen_wrapper))
-    for hdlc in config.listeners.hdlc_tcp:
+    for index, hdlc in enumerate(config.listeners.hdlc_tcp):
+        hdlc = _with_meter(hdlc, ingest.keystore, f"listeners.hdlc_tcp[{index}]")
         listen = partial(listen_hdlc_tcp, reactor, ingest, metrics, hdlc)
         listeners.append(PortService(hdlc.name, listen))
-    for serial in config.listeners.hdlc_serial:
+    for index, serial in enumerate(config.listeners.hdlc_serial):
+        serial = _with_meter(serial, ingest.keystore, f"listeners.hdlc_serial[{index}]")
         listeners.append(HdlcSerialService(reactor, ingest, metrics, serial))
     return listeners
+
+
+_Named = TypeVar("_Named", HdlcSerialListenerConfig, HdlcTcpListenerConfig)
+
+
+def _with_meter(config: _Named, keystore: KeyStore, path: str) -> _Named:
+    """A listener's `meter` (a key store name) resolved to its system title, at start."""
+    if config.meter is None:
+        return config
+    titles = [entry.system_title for entry in keystore if entry.name == config.meter]
+    if len(titles) != 1:
+        found = "no meter" if not titles else f"{len(titles)} meters"
+        raise StartupError(f"{path}.meter: {found} named {config.meter!r} in the key store")
+    return attrs.evolve(config, system_title=titles[0])

@@ -77,6 +77,13 @@ class Metrics:
             "listener",
         )
         registry.register(self.frames_received)
+        self.partial_pushes_dropped = LabelledCounter(
+            "dlmsd_partial_pushes_dropped",
+            "Partial multi-frame pushes dropped without a fault of their own (a new one began: "
+            "meter restart; or the line was joined mid-push), per listener.",
+            "listener",
+        )
+        registry.register(self.partial_pushes_dropped)
         self.pushes_accepted = Counter(
             "dlmsd_pushes_accepted",
             "Pushes verified, decoded and committed to the spool.",
