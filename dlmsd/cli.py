@@ -57,7 +57,40 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="decode every frame of a quarantine file (JSON lines with frame_hex)",
     )
     decode.add_argument("--pretty", action="store_true", help="indented, readable output")
+    _register_decode_stream(decode)
     decode.set_defaults(func=_run_decode)
+
+
+def _register_decode_stream(decode: argparse.ArgumentParser) -> None:
+    stream = decode.add_argument_group(
+        "files and streams",
+        "A capture file (hex text or raw bytes) instead of the hex argument; or --follow: "
+        "decode a stream push by push (stdin, --file, or --device), one JSON line each, "
+        "problems on stderr.",
+    )
+    stream.add_argument("--file", metavar="PATH", help="read the capture (or stream) from PATH")
+    stream.add_argument(
+        "--follow", action="store_true", help="decode a stream push by push until it ends"
+    )
+    stream.add_argument("--device", metavar="PATH", help="follow a serial device (HAN/P1 port)")
+    stream.add_argument("--baud", type=int, default=115200, help="serial speed (115200)")
+    stream.add_argument(
+        "--parity", choices=("N", "E", "O", "M", "S"), default="N", help="serial parity (N)"
+    )
+    stream.add_argument("--bytesize", type=int, choices=(5, 6, 7, 8), default=8)
+    stream.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    stream.add_argument(
+        "--framing", help="the stream's framing (hdlc, wrapper, ...); detected if not given"
+    )
+    stream.add_argument(
+        "--input",
+        choices=("auto", "binary", "hex"),
+        default="auto",
+        help="the stream is raw bytes or hex text (auto: told from the first bytes)",
+    )
+    stream.add_argument(
+        "--count", type=int, metavar="N", help="stop after N records (with --follow)"
+    )
 
 
 def _run_decode(args: argparse.Namespace) -> int:

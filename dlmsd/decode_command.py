@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from dlmsd.protocol.security import Suite0Cipher
 
 EXIT_BAD_INPUT = 2
 
+_HEX_TEXT = re.compile(rb"[0-9A-Fa-fxX\s:]+")
+
 
 class UsageError(Exception):
     """A problem with the command line or its input, reported as one line."""
@@ -23,6 +26,8 @@ def run_decode(args: argparse.Namespace) -> int:
     try:
         cipher_for = _cipher_lookup(args)
         system_title = _parse_hex(args.system_title, "--system-title", 8)
+        if getattr(args, "follow", False) or getattr(args, "device", None):
+            return _follow(args, cipher_for, system_title)
         records = list(_records(args, cipher_for, system_title))
     except (DlmsError, UsageError) as error:
         print(f"dlmsd decode: {error}", file=sys.stderr)
@@ -53,8 +58,38 @@ def _records(
                 raise UsageError(f"quarantine line {number}: {error}") from None
             yield from decode_capture(frame, cipher_for, system_title)
         return
+    if getattr(args, "file", None):
+        yield from decode_capture(_read_capture(args.file), cipher_for, system_title)
+        return
     text = sys.stdin.read() if args.hex == "-" else args.hex
     yield from decode_capture(_parse_frame(text), cipher_for, system_title)
+
+
+def _read_capture(path: str) -> bytes:
+    """A capture file: hex text (whitespace and ':' allowed) or the raw bytes."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    if _HEX_TEXT.fullmatch(data):
+        return _parse_frame(data.decode("ascii"))
+    return data
+
+
+def _follow(args: argparse.Namespace, cipher_for: CipherLookup, system_title: bytes | None) -> int:
+    from dlmsd.decode_follow import FollowError, run_follow
+    from dlmsd.protocol.framing import load_framings
+
+    if args.hex != "-" or args.quarantine:
+        raise UsageError("--follow reads stdin, --file or --device, not a hex argument")
+    if args.framing is not None and args.framing not in load_framings():
+        known = ", ".join(sorted(load_framings()))
+        raise UsageError(f"--framing {args.framing!r} is not one of {known}")
+    try:
+        return run_follow(args, cipher_for, system_title)
+    except FollowError as error:
+        print(f"dlmsd decode: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _parse_frame(text: str) -> bytes:

@@ -13,7 +13,7 @@ The rules here (a push has no way to ask for a lost block again):
   meter restart).
 * The next block must be the next number. A gap, a duplicate or an
   out-of-order block refuses the whole message (:class:`ReassemblyError`,
-  ``GBT block 4 after 2``); later blocks of it are skipped up to the next block 1.
+  ``GBT block 4 after 2 (block 3 missing)``); later blocks of it are skipped up to the next block 1.
 * Blocks without their block 1 (a capture or a connection that starts in the
   middle of a message) are skipped up to the next block 1, reported once.
 * The joined size is bounded (`max_size`): past it the message is refused.
@@ -97,7 +97,7 @@ class GbtPushAssembler:
             reason = f"GBT block {number} without its block 1: skipped up to the next block 1"
             return [MessageDropped(reason, len(block.block_data))]
         elif number != self._next:
-            error = DecodeError(f"GBT block {number} after {self._next - 1}")
+            error = DecodeError(_out_of_sequence(number, self._next - 1))
             return [self._refuse(error, len(block.block_data))]
         if self._size + len(block.block_data) > self._max_size:
             error = LengthError(f"GBT message exceeds {self._max_size} bytes", self._size)
@@ -135,3 +135,15 @@ class GbtPushAssembler:
         self._parts = []
         self._size = 0
         self._next = 0
+
+
+def _out_of_sequence(number: int, last: int) -> str:
+    if number == last:
+        what = "a duplicate"
+    elif number < last:
+        what = "out of order"
+    elif number == last + 2:
+        what = f"block {last + 1} missing"
+    else:
+        what = f"blocks {last + 1}..{number - 1} missing"
+    return f"GBT block {number} after {last} ({what})"
