@@ -13,7 +13,8 @@ The rules here (a push has no way to ask for a lost block again):
   meter restart).
 * The next block must be the next number. A gap, a duplicate or an
   out-of-order block refuses the whole message (:class:`ReassemblyError`,
-  ``GBT block 4 after 2 (block 3 missing)``); later blocks of it are skipped up to the next block 1.
+  ``GBT block 4 after 2 (block 3 missing)``); its later blocks are skipped up
+  to the next block 1.
 * Blocks without their block 1 (a capture or a connection that starts in the
   middle of a message) are skipped up to the next block 1, reported once.
 * The joined size is bounded (`max_size`): past it the message is refused.
