@@ -220,6 +220,8 @@ def _serial_reader(args: argparse.Namespace) -> tuple[Reader, Callable[[], None]
         )
     except (serial.SerialException, ValueError) as error:
         raise FollowError(f"cannot open {args.device}: {error}") from None
+    line = f"{args.baud} {args.bytesize}{args.parity}{args.stopbits}"
+    print(f"dlmsd decode: following {args.device} at {line}", file=sys.stderr, flush=True)
 
     def read() -> bytes:
         while True:  # a serial line has no end: wait for bytes (Ctrl-C stops)
