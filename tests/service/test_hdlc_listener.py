@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlmsd.service import simulator
+from dlmsd.service.config import ConfigError
 from dlmsd.service.hdlc import HdlcPushReceiver
-from dlmsd.service.maker import DaemonService
+from dlmsd.service.maker import DaemonService, StartupError
+from tests.protocol.test_gbt_push import field_hex, frames_of
 from tests.service.test_daemon import (
     LogCapture,
     make_setup,
@@ -28,6 +31,7 @@ from tests.service.test_daemon import (
 from tests.service.test_daemon import (
     connect_tcp as connect,
 )
+from tests.test_decode_follow import SESSION, body_readings
 from tests.vectors import by_kind
 
 # Norwegian HAN style plaintext push in one UI frame (dlms-cosem
@@ -216,3 +220,110 @@ async def test_missing_serial_device_is_retried_and_others_keep_serving(tmp_path
         finally:
             await stop(service)
     assert "cannot open serial device" in logs.text
+
+
+# --- GBT pushes (Landis+Gyr), real captures -------------------------------------------
+
+LG_TITLE = "4C475A0000000450"  # what the listener's config names the meter (any title)
+
+
+def lg_meter() -> str:
+    return f'\n[meters.{LG_TITLE}]\nname = "lg-e450"\nsecurity = ["none"]\n'
+
+
+@pytest_twisted.ensureDeferred
+async def test_gbt_session_over_a_tcp_bridge_is_attributed_to_its_meter(tmp_path: Path) -> None:
+    # ser2net in front of a HAN port: plaintext pushes, named by system_title.
+    setup = make_setup(tmp_path, hdlc_tcp={"system_title": LG_TITLE}, extra_keys=lg_meter())
+    service = start(setup)
+    sock = connect(port_of(service, "hdlc_tcp"))
+    try:
+        for start_at in range(0, len(SESSION), 61):
+            sock.sendall(SESSION[start_at : start_at + 61])
+            await sleep(0)
+        await wait_until(lambda: len(setup.records()) == 2)
+        # The noise before the first frame, and the push with a duplicated block.
+        await wait_until(lambda: rejected(service, "malformed") == 2)
+        assert rejected(service, "policy") == 0
+        # The push cut short by a restart: dropped, counted apart from rejections.
+        dropped = metric(service, "dlmsd_partial_pushes_dropped_total", listener="hdlc_tcp")
+        assert dropped == 1
+    finally:
+        sock.close()
+        await stop(service)
+    records = setup.records()
+    assert [r["invoke_id"] for r in records] == [0xCBC6, 0x03B533]
+    assert {(r["system_title"], r["meter"], r["transport"]) for r in records} == {
+        (LG_TITLE, "lg-e450", "hdlc_tcp")
+    }
+    # The values the source states for that push came through (see test_decode_follow).
+    assert body_readings(records[0])["0-0:42.0.0"] == b"LGZ1030655933512".hex()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_tcp_connection_joins_its_own_blocks(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={"system_title": LG_TITLE}, extra_keys=lg_meter())
+    service = start(setup)
+    port = port_of(service, "hdlc_tcp")
+    first, second = connect(port), connect(port)
+    push = field_hex("e450-scs-vse-2026")
+    other = field_hex("e450-scs-alternative-config")
+    frames = frames_of(push)
+    head = b"".join(frame.to_bytes() for frame in frames[:2])
+    tail = b"".join(frame.to_bytes() for frame in frames[2:])
+    try:
+        first.sendall(head)
+        await sleep(0.05)
+        second.sendall(other)  # a whole push on the other connection in between
+        await wait_until(lambda: len(setup.records()) == 1)
+        first.sendall(tail)
+        await wait_until(lambda: len(setup.records()) == 2)
+        assert rejected(service, "malformed") == 0
+    finally:
+        first.close()
+        second.close()
+        await stop(service)
+    assert [r["invoke_id"] for r in setup.records()] == [0x03B533, 0xD7DD82]
+
+
+@pytest_twisted.ensureDeferred
+async def test_serial_gbt_push_named_by_meter(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    setup = make_setup(
+        tmp_path,
+        hdlc_serial={"device": os.ttyname(slave), "baudrate": 2400, "meter": "lg-e450"},
+        extra_keys=lg_meter(),
+    )
+    service = start(setup)
+    push = field_hex("e450-scs-vse-2026")
+    try:
+        # A line opened in the middle of a push: its tail is skipped, the next one taken.
+        tail = b"".join(frame.to_bytes() for frame in frames_of(push)[1:])
+        for piece in (tail, push[:100], push[100:]):
+            os.write(master, piece)
+            await sleep(0.02)
+        await wait_until(lambda: len(setup.records()) == 1)
+        dropped = metric(service, "dlmsd_partial_pushes_dropped_total", listener="serial")
+        assert dropped == 1
+        assert metric(service, "dlmsd_frames_received_total", listener="serial") == 7
+    finally:
+        await stop(service)
+        os.close(master)
+        os.close(slave)
+    [record] = setup.records()
+    assert (record["meter"], record["system_title"]) == ("lg-e450", LG_TITLE)
+    assert body_readings(record)["1-1:1.8.0"] == 482939
+
+
+def test_listener_meter_must_name_one_key_store_meter(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={"meter": "no-such-meter"})
+    with pytest.raises(StartupError, match=r"listeners.hdlc_tcp\[0\].meter: no meter named"):
+        start(setup)
+
+
+def test_listener_takes_meter_or_system_title_not_both(tmp_path: Path) -> None:
+    setup = make_setup(
+        tmp_path, hdlc_tcp={"meter": "lg-e450", "system_title": LG_TITLE}, extra_keys=lg_meter()
+    )
+    with pytest.raises(ConfigError, match=r"listeners.hdlc_tcp\[0\].meter: give either"):
+        start(setup)
