@@ -37,6 +37,7 @@ RESULTS = HERE / "results" / "latest.json"
 HARNESSES: dict[str, tuple[str, int]] = {
     "wrapper": ("fuzz.fuzz_wrapper", 2048),
     "hdlc": ("fuzz.fuzz_hdlc", 1024),
+    "gbt_hdlc": ("fuzz.fuzz_gbt_hdlc", 2048),
     "axdr": ("fuzz.fuzz_axdr", 1024),
     "apdu": ("fuzz.fuzz_apdu", 1024),
     "ciphered": ("fuzz.fuzz_ciphered", 1024),
