@@ -114,6 +114,8 @@ async def test_arbitrary_hdlc_bytes_never_raise(tmp_path: Path) -> None:
 
 
 def _fuzz_receiver(service: DaemonService) -> None:
+    from tests.test_decode_follow import SESSION as GBT_SESSION
+
     push = simulator.hdlc_frames(simulator.build_push(simulator.make_meter(0), 1, now()), 24)
 
     @settings(
@@ -128,6 +130,8 @@ def _fuzz_receiver(service: DaemonService) -> None:
                 st.just(HAN_FRAME),
                 st.builds(lambda cut: push[:cut], st.integers(0, len(push))),
                 st.builds(lambda cut: push[cut:], st.integers(0, len(push))),
+                # Real GBT pushes (Landis+Gyr), cut anywhere.
+                st.builds(lambda cut: GBT_SESSION[cut : cut + 300], st.integers(0, 2000)),
             ),
             max_size=6,
         )
@@ -327,3 +331,44 @@ def test_listener_takes_meter_or_system_title_not_both(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"listeners.hdlc_tcp\[0\].meter: give either"):
         start(setup)
+
+
+def gbt_frames(apdu: bytes, block_size: int) -> bytes:
+    """Synthetic (dlmsd's own encoders): an APDU as GBT blocks in UI frames, as L+G sends
+    them (no segmentation bit, the LLC header in the first frame only)."""
+    from dlmsd.protocol.gbt import GbtSender
+    from dlmsd.protocol.hdlc.address import HdlcAddress
+    from dlmsd.protocol.hdlc.frames import LLC_RESPONSE, Control, FrameKind, HdlcFrame
+
+    destination, source = HdlcAddress.client(16), HdlcAddress.server(1, 17)
+    blocks = GbtSender(apdu, block_size, window=63).start()
+    assert blocks[-1].last_block
+    return b"".join(
+        HdlcFrame(
+            destination,
+            source,
+            Control(FrameKind.UI),
+            (LLC_RESPONSE if item.block_number == 1 else b"") + item.to_bytes(),
+        ).to_bytes()
+        for item in blocks
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_encrypted_gbt_pushes_are_verified_and_replays_refused(tmp_path: Path) -> None:
+    # general-glo-ciphering (auth+enc) pushes of the simulated meters, cut in GBT blocks.
+    setup = make_setup(tmp_path, hdlc_tcp={})
+    service = start(setup)
+    sock = connect(port_of(service, "hdlc_tcp"))
+    meter = setup.meters[0]
+    pushes = [simulator.build_push(meter, counter, now()) for counter in (1, 2)]
+    try:
+        sock.sendall(b"".join(gbt_frames(push, 40) for push in pushes))
+        await wait_until(lambda: len(setup.records()) == 2)
+        sock.sendall(gbt_frames(pushes[0], 50))  # the same push again
+        await wait_until(lambda: rejected(service, "replay") == 1)
+    finally:
+        sock.close()
+        await stop(service)
+    assert [r["invocation_counter"] for r in setup.records()] == [1, 2]
+    assert {r["system_title"] for r in setup.records()} == {meter.system_title.hex().upper()}
