@@ -31,6 +31,7 @@ HDLC_FLAG = 0x7E
 FoundApdu = StreamApdu
 
 _LLC_HEADERS = (hdlc.LLC_COMMAND, hdlc.LLC_RESPONSE)
+_BUILT_IN = ("hdlc", "wrapper")
 
 
 def split_capture(data: bytes, max_apdu_size: int = DEFAULT_MAX_PUSH_SIZE) -> list[FoundApdu]:
@@ -46,6 +47,11 @@ def split_capture(data: bytes, max_apdu_size: int = DEFAULT_MAX_PUSH_SIZE) -> li
         return _split_stream("hdlc", data, max_apdu_size)
     if len(data) >= 8 and data[0:2] == b"\x00\x01":
         return _split_stream("wrapper", data, max_apdu_size)
+    for name, registered in framing.load_framings().items():
+        # Framings registered by other modules (M-Bus) claim a capture that starts
+        # with one of their frames.
+        if name not in _BUILT_IN and registered.sniff(data) == 0:
+            return _split_stream(name, data, max_apdu_size)
     if data[:3] in _LLC_HEADERS and len(data) > 3:
         # An APDU copied out of an HDLC frame with its LLC header still on.
         data = data[3:]

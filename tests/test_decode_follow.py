@@ -16,6 +16,7 @@ import pytest
 
 from dlmsd.cli import main
 from dlmsd.decode_follow import Follower, HexText, Problem, Record, follow
+from dlmsd.protocol.framing import StreamApdu
 from dlmsd.protocol.obis import Obis
 from tests.protocol.test_gbt_push import E450_DUPLICATED_BLOCK, FIELD, field_hex
 
@@ -288,3 +289,55 @@ def test_follow_on_a_serial_device(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert [json.loads(line)["invoke_id"] for line in out.splitlines()] == [0xCBC6, 0x03B533]
     assert b"GBT block 2 after 2 (a duplicate)" in err
+
+
+def test_a_registered_framing_plugs_into_decode_and_follow(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # What another framing (wired M-Bus) does: register a stream and a sniff function.
+    # A toy framing here: b"TOY" + length (2 bytes) + APDU.
+    from dlmsd.protocol import framing
+
+    class ToyStream:
+        def __init__(self, _max: int) -> None:
+            self._held = b""
+
+        def feed(self, data: bytes) -> list[framing.StreamEvent]:
+            self._held += data
+            events: list[framing.StreamEvent] = []
+            while len(self._held) >= 5:
+                size = int.from_bytes(self._held[3:5], "big")
+                if len(self._held) < 5 + size:
+                    break
+                events.append(framing.StreamApdu("toy", self._held[5 : 5 + size]))
+                self._held = self._held[5 + size :]
+            return events
+
+        def finish(self) -> list[framing.StreamEvent]:
+            return []
+
+    def sniff(prefix: bytes) -> int | None:
+        return 0 if prefix.startswith(b"TOY") else None
+
+    framing.register(framing.Framing("toy", ToyStream, sniff))
+    try:
+        plain = field_hex("e450-scs-alternative-config")
+        [found] = stream_events_of("e450-scs-alternative-config")
+        toy = b"TOY" + len(found.apdu).to_bytes(2, "big") + found.apdu
+        code, out, err = _decode(capsys, toy.hex())
+        assert code == 0, err
+        assert json.loads(out)["framing"] == "toy"
+        assert summary(run_follower([toy, toy[:10], toy[10:]])) == [0x03B533, 0x03B533]
+        # The built-in framings still take their own captures.
+        code, out, err = _decode(capsys, plain.hex())
+        assert json.loads(out)["framing"] == "hdlc"
+    finally:
+        del framing.FRAMINGS["toy"]
+
+
+def stream_events_of(slug: str) -> list[StreamApdu]:
+    from tests.protocol.test_gbt_push import stream_events
+
+    events = stream_events(field_hex(slug))
+    assert all(isinstance(event, StreamApdu) for event in events)
+    return events  # type: ignore[return-value]
