@@ -42,7 +42,8 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "decode",
         help="decode a captured frame (wrapper, HDLC or bare APDU) to JSON",
         description="Decode a captured frame given as hex (or '-' for stdin). "
-        "Wrapper, HDLC (one or several frames, segmented) and bare APDUs are detected.",
+        "Wrapper, HDLC (one or several frames, segmented or GBT blocks) and bare APDUs "
+        "(LLC header allowed) are detected.",
     )
     decode.add_argument("hex", nargs="?", default="-", help="frame as hex; '-' reads stdin")
     decode.add_argument("--ek", help="encryption key (32 hex characters)")

@@ -246,8 +246,19 @@ def message_plans(draw: st.DrawFn) -> list[tuple[bytes, list[bytes], str, int]]:
             mutation = "drop"
         limit = len(chunks) - 1 if mutation in ("swap", "truncate") else len(chunks)
         where = draw(st.integers(1, max(limit, 1)))
+        if plans and _left_open(plans[-1]) and mutation in ("drop", "swap") and where == 1:
+            # Blocks carry no message id: the tail of this message (block 2...) would
+            # continue the open one as if it were its own, a whole-looking message.
+            # Only a block 1 can tell them apart; keep it first here.
+            mutation = "whole"
         plans.append((apdu, chunks, mutation, where))
     return plans
+
+
+def _left_open(plan: tuple[bytes, list[bytes], str, int]) -> bool:
+    """The message ends without its last block on the wire."""
+    _, chunks, mutation, where = plan
+    return mutation == "truncate" or (mutation == "drop" and where == len(chunks) > 1)
 
 
 def wire(plans: list[tuple[bytes, list[bytes], str, int]]) -> tuple[bytes, list[bytes]]:
