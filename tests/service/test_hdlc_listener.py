@@ -372,3 +372,12 @@ async def test_encrypted_gbt_pushes_are_verified_and_replays_refused(tmp_path: P
         await stop(service)
     assert [r["invocation_counter"] for r in setup.records()] == [1, 2]
     assert {r["system_title"] for r in setup.records()} == {meter.system_title.hex().upper()}
+
+
+def test_hdlc_tcp_system_title_is_validated_like_the_serial_one(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, hdlc_tcp={"system_title": "4C475A"})
+    with pytest.raises(ConfigError, match=r"listeners.hdlc_tcp\[0\].system_title: .*16 hex"):
+        start(setup)
+    setup = make_setup(tmp_path, hdlc_serial={"device": "/dev/null", "meter": ""})
+    with pytest.raises(ConfigError, match=r"listeners.hdlc_serial\[0\].meter: .*non-empty"):
+        start(setup)
