@@ -17,41 +17,24 @@ import pytest
 from dlmsd.cli import main
 from dlmsd.decode_follow import Follower, HexText, Problem, Record, follow
 from dlmsd.protocol.framing import StreamApdu
-from dlmsd.protocol.obis import Obis
-from tests.protocol.test_gbt_push import E450_DUPLICATED_BLOCK, FIELD, field_hex
+from tests.gbt_captures import (
+    E450_DUPLICATED_BLOCK,
+    FIELD,
+    SESSION,
+    body_readings,
+    field_hex,
+    stream_events,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DLMSD = [sys.executable, "-c", "import sys; from dlmsd.cli import main; sys.exit(main())"]
 E570_KEY = "101112131415161718191A1B1C1D1E1F"
-# A session as a serial line would carry it: noise, a push cut short by a restart (real),
-# a push with a duplicated block (real), another push (real).
-SESSION = (
-    b"\x13\x37 noise"
-    + field_hex("e450-scs-restarted-push")
-    + E450_DUPLICATED_BLOCK
-    + field_hex("e450-scs-alternative-config")
-)
 
 
 def _decode(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["decode", *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def body_readings(record: dict[str, object]) -> dict[str, object]:
-    """The values of an L+G push that carries its own push object list (element 1),
-    by OBIS. Pairing them is the profiles' job; here it only shows the values came
-    through the reassembly intact."""
-    body = record["body"]
-    assert isinstance(body, dict)
-    values = body["value"]
-    listed = values[0]["value"]
-    pairs = {}
-    for capture, value in zip(listed, values, strict=True):
-        obis = str(Obis.from_bytes(bytes.fromhex(capture["value"][1]["value"])))
-        pairs[obis.removesuffix("*255")] = value["value"]
-    return pairs
 
 
 # The source's scale for currents (smartmeter_datacollector/smartmeter/cosem.py: 0.01 for
@@ -127,8 +110,6 @@ def test_encryption_only_push_is_refused_without_enc_in_the_key_store(
 def test_real_e570_push_uses_the_82_length_form() -> None:
     # general-glo-ciphering whose length is 82 01 FF (511 bytes follow): it decodes
     # (test_field_capture_decodes_to_the_values_its_source_states[e570-scs-encrypted]).
-    from tests.protocol.test_gbt_push import stream_events
-
     [found] = stream_events(field_hex("e570-scs-encrypted"))
     apdu = found.apdu  # type: ignore[union-attr]
     assert apdu[:10] == bytes.fromhex("DB084C475A6774206295")
@@ -146,8 +127,6 @@ def test_duplicated_block_capture_exits_2_with_the_reason(
 def test_apdu_with_its_llc_header_decodes_like_without(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.protocol.test_gbt_push import stream_events
-
     [found] = stream_events(field_hex("e450-scs-vse-2026"))
     apdu = found.apdu  # type: ignore[union-attr]
     code, plain, err = _decode(capsys, apdu.hex())
@@ -336,8 +315,6 @@ def test_a_registered_framing_plugs_into_decode_and_follow(
 
 
 def stream_events_of(slug: str) -> list[StreamApdu]:
-    from tests.protocol.test_gbt_push import stream_events
-
     events = stream_events(field_hex(slug))
     assert all(isinstance(event, StreamApdu) for event in events)
     return events  # type: ignore[return-value]

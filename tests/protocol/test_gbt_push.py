@@ -3,20 +3,14 @@ synthetic streams (random splits, restarts, gaps, duplicates, truncation)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlmsd.protocol.errors import DlmsError, LengthError
-from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.framing import (
-    HdlcFramingStream,
     StreamApdu,
     StreamError,
-    StreamEvent,
     StreamNotice,
     detect,
 )
@@ -27,61 +21,17 @@ from dlmsd.protocol.hdlc.events import ApduReceived
 from dlmsd.protocol.hdlc.frames import LLC_RESPONSE, Control, FrameKind, HdlcFrame
 from dlmsd.protocol.hdlc.pushes import HdlcPushAssembler
 from dlmsd.protocol.hdlc.reassembly import ReassemblyError
-from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
-
-FIELD = Path(__file__).resolve().parents[1] / "data" / "field" / "landis-gyr"
-
-
-def field_hex(slug: str) -> bytes:
-    return bytes.fromhex("".join(json.loads((FIELD / f"{slug}.json").read_text())["hex"].split()))
-
-
-# Real capture, L+G E450: blocks 1, 2, 2 (a duplicate), 4, 3 of one push; the source's
-# parser refuses it. smartmeter-datacollector tests/testdata/lg_e450.py
-# UNENCRYPTED_INVALID_DATA at commit 1507c3fc4d0f519fa6a6f073864cdd0f9af57cf6
-# (https://github.com/scs/smartmeter-datacollector).
-E450_DUPLICATED_BLOCK = bytes.fromhex(
-    "7EA084CEFF0313128BE6E700E04000010000700F0000C9600C07E50706020E0737FF8000000210011002"
-    "0412002809060008190900FF0F02120000020412002809060008190900FF0F0112000002041200010906"
-    "00002A0000FF0F02120000020412000109060000600101FF0F02120000020412000809060000010000FF"
-    "0F0212000035377E7EA07DCEFF0313D045E040000200006C020412000309060100010700FF0F02120000"
-    "020412000309060100020700FF0F02120000020412000309060100030700FF0F02120000020412000309"
-    "060100040700FF0F02120000020412000309060101010800FF0F02120000020412000309060101020800"
-    "FF0F02120000B3987E7EA07DCEFF0313D045E040000200006C020412000309060100010700FF0F021200"
-    "00020412000309060100020700FF0F02120000020412000309060100030700FF0F021200000204120003"
-    "09060100040700FF0F02120000020412000309060101010800FF0F021200000204120003090601010208"
-    "00FF0F02120000B3987E7EA057CEFF0313E969E0C00004000046393132090C07E50706020E0813FF8000"
-    "81060000000006000000000600000000060000000006000D88C106000000000600000012060000000106"
-    "00000000060004720D1203E8AD297E7EA08BCEFF0313EEE1E040000300007A0204120003090601010508"
-    "00FF0F02120000020412000309060101060800FF0F02120000020412000309060101070800FF0F021200"
-    "00020412000309060101080800FF0F021200000204120003090601000D0700FF0F021200000906000819"
-    "0900FF09104C475A313033303635353933333531320907313933353B2A7E"
+from tests.gbt_captures import (
+    E450_DUPLICATED_BLOCK,
+    field_hex,
+    frames_of,
+    stream_events,
 )
-
-
-def frames_of(data: bytes) -> list[HdlcFrame]:
-    decoder = HdlcStreamDecoder()
-    decoder.receive_data(data)
-    frames = []
-    while (event := decoder.next_event()) is not NEED_DATA:
-        assert isinstance(event, HdlcFrame), event
-        frames.append(event)
-    return frames
 
 
 def assemble(frames: list[HdlcFrame]) -> list[object]:
     assembler = HdlcPushAssembler()
     return [event for frame in frames for event in assembler.feed(frame)]
-
-
-def stream_events(data: bytes, cuts: list[int] = []) -> list[StreamEvent]:  # noqa: B006
-    stream = HdlcFramingStream()
-    events: list[StreamEvent] = []
-    start = 0
-    for cut in [*sorted(cuts), len(data)]:
-        events += stream.feed(data[start:cut])
-        start = max(start, cut)
-    return events + stream.finish()
 
 
 # --- real captures ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dlmsd.service import simulator
 from dlmsd.service.config import ConfigError
 from dlmsd.service.hdlc import HdlcPushReceiver
 from dlmsd.service.maker import DaemonService, StartupError
-from tests.protocol.test_gbt_push import field_hex, frames_of
+from tests.gbt_captures import SESSION, body_readings, field_hex, frames_of
 from tests.service.test_daemon import (
     LogCapture,
     make_setup,
@@ -31,7 +31,6 @@ from tests.service.test_daemon import (
 from tests.service.test_daemon import (
     connect_tcp as connect,
 )
-from tests.test_decode_follow import SESSION, body_readings
 from tests.vectors import by_kind
 
 # Norwegian HAN style plaintext push in one UI frame (dlms-cosem
@@ -114,7 +113,6 @@ async def test_arbitrary_hdlc_bytes_never_raise(tmp_path: Path) -> None:
 
 
 def _fuzz_receiver(service: DaemonService) -> None:
-    from tests.test_decode_follow import SESSION as GBT_SESSION
 
     push = simulator.hdlc_frames(simulator.build_push(simulator.make_meter(0), 1, now()), 24)
 
@@ -131,7 +129,7 @@ def _fuzz_receiver(service: DaemonService) -> None:
                 st.builds(lambda cut: push[:cut], st.integers(0, len(push))),
                 st.builds(lambda cut: push[cut:], st.integers(0, len(push))),
                 # Real GBT pushes (Landis+Gyr), cut anywhere.
-                st.builds(lambda cut: GBT_SESSION[cut : cut + 300], st.integers(0, 2000)),
+                st.builds(lambda cut: SESSION[cut : cut + 300], st.integers(0, 2000)),
             ),
             max_size=6,
         )
