@@ -160,10 +160,13 @@ class ClientSettings:
 
     @property
     def proposed_conformance(self) -> Conformance:
-        """The conformance block of the AARQ."""
+        """The conformance block of the AARQ (general-protection when ciphering)."""
         if self.conformance is not None:
             return self.conformance
-        return default_conformance(self.use_gbt)
+        proposed = default_conformance(self.use_gbt)
+        if self.ciphering != Ciphering.NONE:
+            proposed |= Conformance.GENERAL_PROTECTION
+        return proposed
 
 
 @attrs.frozen(slots=True, kw_only=True)

@@ -149,6 +149,8 @@ __all__ = [
 _SECURITY_CONTROL = 0x30
 # tag + long length (3) + SC + IC(4) + GCM tag(12): what ciphering adds to an APDU.
 _CIPHER_OVERHEAD = 1 + 3 + 1 + 4 + 12
+# general-glo/ded also carry our system title (length + 8 bytes)
+_GENERAL_OVERHEAD = 1 + 8
 # Room for the A-XDR length of a block's raw-data.
 _LENGTH_ROOM = 5
 _GBT_TAG = GeneralBlockTransfer.TAG
@@ -381,6 +383,17 @@ class ClientConnection:
     def _ciphered(self) -> bool:
         return self.settings.ciphering != Ciphering.NONE
 
+    @property
+    def _general_protection(self) -> bool:
+        """The meter granted general-protection: service APDUs go in general-glo/ded."""
+        return self._ciphered and bool(self._conformance & Conformance.GENERAL_PROTECTION)
+
+    @property
+    def _cipher_overhead(self) -> int:
+        if not self._ciphered:
+            return 0
+        return _CIPHER_OVERHEAD + (_GENERAL_OVERHEAD if self._general_protection else 0)
+
     # -- requests ----------------------------------------------------------------------
     def associate(self) -> bytes:
         """The AARQ that opens the association."""
@@ -564,11 +577,10 @@ class ClientConnection:
         return InvokeIdAndPriority.make(pending.invoke_id).raw
 
     def _fits(self, plain: bytes) -> bool:
-        overhead = _CIPHER_OVERHEAD if self._ciphered else 0
-        return len(plain) + overhead <= self._server_max_pdu
+        return len(plain) + self._cipher_overhead <= self._server_max_pdu
 
     def _chunks(self, encoded: bytes, head_size: int) -> list[bytes]:
-        overhead = head_size + _LENGTH_ROOM + (_CIPHER_OVERHEAD if self._ciphered else 0)
+        overhead = head_size + _LENGTH_ROOM + self._cipher_overhead
         size = max(self._server_max_pdu - overhead, 1)
         return [encoded[i : i + size] for i in range(0, len(encoded), size)] or [b""]
 
@@ -579,20 +591,31 @@ class ClientConnection:
         self._invocation_counter = value + 1
         return value
 
-    def _encrypt(self, tag: int, plain: bytes, *, global_key: bool) -> bytes:
+    def _encrypt(
+        self, tag: int, plain: bytes, *, global_key: bool, general: bool = False
+    ) -> bytes:
         cipher = self.settings.cipher if global_key else self._dedicated
         title = self.settings.client_system_title
         assert cipher is not None and title is not None  # checked by ClientSettings
         counter = self._take_invocation_counter()
         payload = cipher.encrypt(title, _SECURITY_CONTROL, counter, plain)
+        if general:
+            envelope = GeneralGloCiphering if global_key else GeneralDedCiphering
+            return envelope(title, _SECURITY_CONTROL, counter, payload).to_bytes()
         return ServiceSpecificCiphered(tag, _SECURITY_CONTROL, counter, payload).to_bytes()
 
     def _protect(self, plain: bytes) -> bytes:
-        """Wrap a service APDU in its glo-/ded- form when the association is ciphered."""
+        """Wrap a service APDU when the association is ciphered: general-glo/ded when the
+        meter granted general-protection, the service-specific glo-/ded- form otherwise."""
         if not self._ciphered:
             return plain
         dedicated = self.settings.ciphering == Ciphering.DEDICATED
-        return self._encrypt(plain[0] + (16 if dedicated else 8), plain, global_key=not dedicated)
+        return self._encrypt(
+            plain[0] + (16 if dedicated else 8),
+            plain,
+            global_key=not dedicated,
+            general=self._general_protection,
+        )
 
     def _send(self, plain: bytes) -> None:
         self._outgoing.append(self._protect(plain))

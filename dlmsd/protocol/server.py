@@ -96,6 +96,7 @@ from dlmsd.protocol.axdr import Data, decode_data_exact, encode_data
 from dlmsd.protocol.ciphered import (
     CIPHERED_TAGS,
     CipheredApduTag,
+    GeneralDedCiphering,
     GeneralGloCiphering,
     ServiceSpecificCiphered,
     decode_ciphered,
@@ -104,15 +105,34 @@ from dlmsd.protocol.errors import AuthenticationFailed, DlmsError, SecurityError
 from dlmsd.protocol.gbt import GbtSender, GeneralBlockTransfer
 from dlmsd.protocol.security import Suite0Cipher, hls_gmac_response, verify_hls_gmac_response
 
-__all__ = ["ServerConnection", "ServerState"]
+__all__ = ["Protection", "ServerConnection", "ServerState"]
 
 _SECURITY_CONTROL = 0x30
 _CIPHER_OVERHEAD = 1 + 3 + 1 + 4 + 12
+# general-glo/ded also carry the sender's system title (length + 8 bytes)
+_GENERAL_OVERHEAD = 1 + 8
 # get-response-with-datablock header: tag, choice, invoke, last, number(4), choice, length(<=5)
 _DATABLOCK_OVERHEAD = 3 + 1 + 4 + 1 + 5
 _GBT_OVERHEAD = 6 + 5
 _SERVICES = Conformance.GET | Conformance.SET | Conformance.ACTION
 _MIN_PDU_SIZE = 12
+
+
+class Protection(enum.Enum):
+    """How a ciphered request was protected; the response is protected the same way."""
+
+    GLO = "glo"
+    DED = "ded"
+    GENERAL_GLO = "general-glo"
+    GENERAL_DED = "general-ded"
+
+    @property
+    def dedicated(self) -> bool:
+        return self in (Protection.DED, Protection.GENERAL_DED)
+
+    @property
+    def general(self) -> bool:
+        return self in (Protection.GENERAL_GLO, Protection.GENERAL_DED)
 
 
 class ServerState(enum.Enum):
@@ -201,7 +221,7 @@ class ServerConnection:
         self._client_max_pdu = 0xFFFF
         self._ctos = b""
         self._stoc = b""
-        self._reply_dedicated = False
+        self._reply = Protection.GLO
         self._long_get: _OutgoingBlocks | None = None
         self._long_action_out: _OutgoingBlocks | None = None
         self._long_set: _IncomingBlocks | None = None
@@ -248,12 +268,12 @@ class ServerConnection:
             return [RLRE(reason=ReleaseResponseReason.NORMAL).to_bytes()]
         if tag == GeneralBlockTransfer.TAG:
             return self._receive_gbt_ack(GeneralBlockTransfer.from_bytes(apdu))
-        dedicated = False
+        protection = Protection.GLO
         if tag in CIPHERED_TAGS:
             if not self._ciphered:
                 return [_exception()]
             try:
-                apdu, dedicated = self._decipher(apdu)
+                apdu, protection = self._decipher(apdu)
             except _CounterRejected as exc:
                 return [
                     _exception(
@@ -267,7 +287,7 @@ class ServerConnection:
             tag = apdu[0]
         elif self._ciphered:
             return [_exception()]
-        self._reply_dedicated = dedicated
+        self._reply = protection
         self._gbt = None  # a new request ends any GBT transfer still waiting for acks
         if self._state == ServerState.AWAITING_HLS:
             return self._receive_hls(apdu)
@@ -324,7 +344,11 @@ class ServerConnection:
                 diagnostic.NO_REASON_GIVEN,
                 _initiate_error(InitiateError.DLMS_VERSION_TOO_LOW, ServiceErrorKind.INITIATE),
             )
-        conformance = initiate.proposed_conformance & settings.offered_conformance
+        offered = settings.offered_conformance
+        if ciphered:
+            # general-glo/general-ded: served whenever the context is ciphered
+            offered |= Conformance.GENERAL_PROTECTION
+        conformance = initiate.proposed_conformance & offered
         if not conformance & _SERVICES:
             raise _Refused(
                 diagnostic.NO_REASON_GIVEN,
@@ -444,32 +468,40 @@ class ServerConnection:
         self.model.server_invocation_counter = value + 1
         return value
 
-    def _encrypt(self, tag: int, plain: bytes, dedicated: bool) -> bytes:
+    def _encrypt(self, tag: int, plain: bytes, dedicated: bool, general: bool = False) -> bytes:
         cipher = self._dedicated if dedicated else self.settings.cipher
         assert cipher is not None
+        title = self.settings.server_system_title
         counter = self._take_server_ic()
-        payload = cipher.encrypt(
-            self.settings.server_system_title, _SECURITY_CONTROL, counter, plain
-        )
+        payload = cipher.encrypt(title, _SECURITY_CONTROL, counter, plain)
+        if general:
+            envelope = GeneralDedCiphering if dedicated else GeneralGloCiphering
+            return envelope(title, _SECURITY_CONTROL, counter, payload).to_bytes()
         return ServiceSpecificCiphered(tag, _SECURITY_CONTROL, counter, payload).to_bytes()
 
     def _protect(self, plain: bytes) -> bytes:
-        """Cipher a response like the request was (glo/ded); exceptions stay plain."""
+        """Cipher a response the way the request was (glo, ded, general-glo, general-ded);
+        exceptions stay plain."""
         if not self._ciphered or plain[0] == ExceptionResponse.TAG:
             return plain
-        offset = 16 if self._reply_dedicated else 8
-        return self._encrypt(plain[0] + offset, plain, self._reply_dedicated)
+        reply = self._reply
+        offset = 16 if reply.dedicated else 8
+        return self._encrypt(plain[0] + offset, plain, reply.dedicated, reply.general)
 
-    def _decipher(self, apdu: bytes) -> tuple[bytes, bool]:
+    def _decipher(self, apdu: bytes) -> tuple[bytes, Protection]:
         container = decode_ciphered(apdu)
         title = self._client_title
         if isinstance(container, ServiceSpecificCiphered):
-            dedicated = container.is_dedicated
+            protection = Protection.DED if container.is_dedicated else Protection.GLO
         elif isinstance(container, GeneralGloCiphering):
-            dedicated = False
+            protection = Protection.GENERAL_GLO
+            title = container.system_title or title
+        elif isinstance(container, GeneralDedCiphering):
+            protection = Protection.GENERAL_DED
             title = container.system_title or title
         else:
-            raise SecurityError("only service-specific and general-glo ciphering are served")
+            raise SecurityError("only service-specific and general-glo/ded ciphering are served")
+        dedicated = protection.dedicated
         cipher = self._dedicated if dedicated else self.settings.cipher
         if cipher is None or title is None:
             raise SecurityError("no key for this ciphered APDU")
@@ -481,12 +513,16 @@ class ServerConnection:
             title, container.security_control, container.invocation_counter, container.payload
         )
         self.model.accept_client_invocation_counter(counter_object, container.invocation_counter)
-        return plain, dedicated
+        return plain, protection
 
     # -- sending long responses ------------------------------------------------------------
+    def _cipher_overhead(self) -> int:
+        if not self._ciphered:
+            return 0
+        return _CIPHER_OVERHEAD + (_GENERAL_OVERHEAD if self._reply.general else 0)
+
     def _fits(self, plain: bytes) -> bool:
-        overhead = _CIPHER_OVERHEAD if self._ciphered else 0
-        return len(plain) + overhead <= self._client_max_pdu
+        return len(plain) + self._cipher_overhead() <= self._client_max_pdu
 
     def _gbt_negotiated(self) -> bool:
         return bool(self._conformance & Conformance.GENERAL_BLOCK_TRANSFER)
@@ -514,7 +550,7 @@ class ServerConnection:
     def _block_size(self) -> int:
         if self.settings.block_size is not None:
             return self.settings.block_size
-        overhead = _DATABLOCK_OVERHEAD + (_CIPHER_OVERHEAD if self._ciphered else 0)
+        overhead = _DATABLOCK_OVERHEAD + self._cipher_overhead()
         return max(self._client_max_pdu - overhead, 1)
 
     def _respond_long(
