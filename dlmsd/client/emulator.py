@@ -594,6 +594,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--block-size", type=int, help="force GET response blocks of this size")
     parser.add_argument("--hours", type=int, default=8760, help="rows of the hourly gas profile")
     parser.add_argument(
+        "--push-to",
+        metavar="HOST:PORT",
+        help="push setup: send a DataNotification of the push object list to this head-end",
+    )
+    parser.add_argument(
+        "--push-every", type=float, default=60.0, metavar="S", help="seconds between pushes"
+    )
+    parser.add_argument("--push-protocol", choices=("tcp", "udp"), default="tcp")
+    parser.add_argument(
+        "--invocation-counter",
+        type=int,
+        metavar="N",
+        help="the meter's first own invocation counter (default 1; with --push-to, the "
+        "seconds since 2020, so a restarted emulator's pushes are not replays)",
+    )
+    parser.add_argument(
+        "--push-object",
+        action="append",
+        default=[],
+        metavar="OBIS[:attr]",
+        help="push this attribute (repeatable; default: clock and gas volume)",
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -637,6 +660,35 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     )
 
 
+def start_pushes(reactor: Any, running: RunningEmulator, args: argparse.Namespace) -> Any:
+    """``--push-to``: configure the push setup and start sending (ValueError for the user)."""
+    from dlmsd.client.emulator_push import PushSender, parse_push_target, set_push_objects
+
+    if not args.push_every > 0:
+        raise ValueError("--push-every must be positive")
+    target = parse_push_target(args.push_to, args.push_protocol)
+    if args.push_object:
+        set_push_objects(running.model, args.push_object)
+    if args.invocation_counter is None:
+        # a head-end remembers the last counter: start above any earlier run's
+        epoch = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+        running.model.server_invocation_counter = int(
+            (dt.datetime.now(dt.UTC) - epoch).total_seconds()
+        )
+    config = running.config
+    sender = PushSender(
+        reactor,
+        running.model,
+        target,
+        args.push_every,
+        system_title=config.system_title,
+        cipher=config.cipher,
+        logical_device=config.logical_device,
+    )
+    sender.start()
+    return sender
+
+
 def run_emulate(args: argparse.Namespace) -> int:
     """``dlmsd emulate``: serve until interrupted."""
     from twisted.internet import reactor as global_reactor
@@ -659,7 +711,20 @@ def run_emulate(args: argparse.Namespace) -> int:
     except Exception as error:  # CannotListenError, OSError
         print(f"dlmsd emulate: {error}", file=sys.stderr)
         return 1
+    if args.invocation_counter is not None:
+        if not 0 <= args.invocation_counter <= 0xFFFFFFFF:
+            print("dlmsd emulate: --invocation-counter must be 0..4294967295", file=sys.stderr)
+            return 2
+        running.model.server_invocation_counter = args.invocation_counter
     info: dict[str, object] = {"port": running.port, "transport": config.transport}
+    if args.push_to:
+        try:
+            sender = start_pushes(reactor, running, args)
+        except ValueError as error:
+            print(f"dlmsd emulate: {error}", file=sys.stderr)
+            return 2
+        info["push_to"] = f"{sender.target.protocol}://{sender.target.host}:{sender.target.port}"
+        info["system_title"] = config.system_title.hex().upper()
     if running.pty is not None:
         info["pty"] = running.pty_path
     if running.udp is not None:

@@ -653,7 +653,8 @@ def gas_meter_model(
 
 def _push_setup(model: ObjectModel, columns: Sequence[CaptureObjectDefinition]) -> CosemObject:
     obj = CosemObject(ic.PushSetup.CLASS_ID, ic.PUSH_SETUP)
-    pushed = (CaptureObjectDefinition(ic.PushSetup.CLASS_ID, ic.PUSH_SETUP, 2), *columns[::2])
+    # IDIS: the push setup's own logical name first, to say which push this is
+    pushed = (CaptureObjectDefinition(ic.PushSetup.CLASS_ID, ic.PUSH_SETUP, 1), *columns[::2])
     hls = Authentication.HLS_GMAC
     obj.add_value(
         ic.PushSetupAttribute.PUSH_OBJECT_LIST,
