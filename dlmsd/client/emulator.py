@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from dlmsd.client.transport import (
     DEFAULT_LOGICAL_DEVICE,
     DEFAULT_PHYSICAL_ADDRESS,
+    MANAGEMENT_CLIENT,
     PUBLIC_CLIENT,
     HdlcServerTransport,
     WrapperServerTransport,
@@ -137,13 +138,31 @@ class EmulatorConfig:
     hdlc_window: int = 1
     hours: int = 8760
     faults: Faults = Faults()
+    #: (client SAP, least authentication) of each association the meter has; empty:
+    #: IDIS's public client (16, no security) and management client (1, `authentication`).
+    associations: tuple[tuple[int, Authentication], ...] = ()
+    #: More logical devices (server SAPs) besides `logical_device`, each with its own
+    #: objects (wrapper only: HDLC serves `logical_device`).
+    more_logical_devices: tuple[int, ...] = ()
 
-    def server_settings(self, client_sap: int) -> ServerSettings:
-        """The settings for associations of ``client_sap`` (the public client gets none)."""
-        public = client_sap == PUBLIC_CLIENT
+    def association_table(self) -> dict[int, Authentication]:
+        """Client SAP -> the least authentication its association accepts."""
+        if self.associations:
+            return dict(self.associations)
+        return {PUBLIC_CLIENT: Authentication.NONE, MANAGEMENT_CLIENT: self.authentication}
+
+    def server_settings(self, client_sap: int, server_sap: int | None = None) -> ServerSettings:
+        """The settings for associations of ``client_sap``; a SAP the meter has no
+        association for is refused."""
+        table = self.association_table()
+        least = table.get(client_sap)
+        public = least == Authentication.NONE
         return ServerSettings(
             server_system_title=self.system_title,
-            authentication=Authentication.NONE if public else self.authentication,
+            client_sap=client_sap,
+            server_sap=self.logical_device if server_sap is None else server_sap,
+            refuse_associations=least is None,
+            authentication=Authentication.NONE if least is None else least,
             password=self.password,
             cipher=self.cipher,
             ciphering_required=self.ciphering_required and not public,
@@ -155,9 +174,17 @@ class EmulatorConfig:
         )
 
 
-def emulator_model(hours: int = 8760, system_title: bytes = DEFAULT_SYSTEM_TITLE) -> ObjectModel:
-    """The gas meter model plus energy registers, a monthly billing profile and a message."""
-    model = gas_meter_model(hours=hours, system_title=system_title)
+def emulator_model(
+    hours: int = 8760,
+    system_title: bytes = DEFAULT_SYSTEM_TITLE,
+    serial: bytes = b"GAS0000001",
+    logical_device: int = DEFAULT_LOGICAL_DEVICE,
+) -> ObjectModel:
+    """The gas meter model plus energy registers, a monthly billing profile and a message.
+
+    `logical_device` is the server SAP whose Association LN this model holds."""
+    model = gas_meter_model(hours=hours, system_title=system_title, serial=serial)
+    model.current = attrs.evolve(model.current, server_sap=logical_device)
     model.add(
         register_object(ACTIVE_ENERGY_IMPORT, Data.double_long_unsigned(12_345_678), 0, _WATT_HOUR)
     )
@@ -206,9 +233,12 @@ class EmulatedMeter:
         *,
         datagram: bool = False,
         challenge_source: Callable[[int], bytes] = os.urandom,
+        more_models: dict[int, ObjectModel] | None = None,
     ) -> None:
         self.model = model
         self.config = config
+        #: The objects of each logical device (server SAP).
+        self.models = {config.logical_device: model, **(more_models or {})}
         self._challenge_source = challenge_source
         self.transport: WrapperServerTransport | HdlcServerTransport
         if config.transport == "hdlc":
@@ -221,8 +251,12 @@ class EmulatedMeter:
             address = HdlcAddress.server(config.logical_device, config.physical_address)
             self.transport = HdlcServerTransport(address, parameters=capabilities)
         else:
-            self.transport = WrapperServerTransport(config.logical_device, datagram=datagram)
-        self._associations: dict[int, ServerConnection] = {}
+            self.transport = WrapperServerTransport(
+                config.logical_device,
+                datagram=datagram,
+                more_wports=tuple(sap for sap in self.models if sap != config.logical_device),
+            )
+        self._associations: dict[tuple[int, int], ServerConnection] = {}
         self.apdus_answered = 0
         self.frames_written = 0
         self._dropped_frame = False
@@ -253,11 +287,20 @@ class EmulatedMeter:
     def _answer(self, apdu: bytes) -> list[bytes]:
         faults = self.config.faults
         client = self.transport.client_address
-        if apdu[:1] == b"\x60" or client not in self._associations:
-            self._associations[client] = ServerConnection(
-                self.model, self.config.server_settings(client), self._challenge_source
+        transport = self.transport
+        server = (
+            transport.server_address
+            if isinstance(transport, WrapperServerTransport)
+            else self.config.logical_device
+        )
+        key = (server, client)
+        if apdu[:1] == b"\x60" or key not in self._associations:
+            self._associations[key] = ServerConnection(
+                self.models.get(server, self.model),
+                self.config.server_settings(client, server),
+                self._challenge_source,
             )
-        responses = self._associations[client].receive_apdu(apdu)
+        responses = self._associations[key].receive_apdu(apdu)
         frames: list[bytes] = []
         for response in responses:
             if self._drop_gbt(response):
@@ -397,13 +440,19 @@ class EmulatorFactory(Factory):
 
     noisy = False
 
-    def __init__(self, model: ObjectModel, config: EmulatorConfig) -> None:
+    def __init__(
+        self,
+        model: ObjectModel,
+        config: EmulatorConfig,
+        more_models: dict[int, ObjectModel] | None = None,
+    ) -> None:
         self.model = model
         self.config = config
+        self.more_models = more_models
         self.meters: list[EmulatedMeter] = []
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        meter = EmulatedMeter(self.model, self.config)
+        meter = EmulatedMeter(self.model, self.config, more_models=self.more_models)
         self.meters.append(meter)
         protocol = EmulatorProtocol(meter)
         protocol.factory = self
@@ -415,15 +464,23 @@ class UdpEmulator(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, model: ObjectModel, config: EmulatorConfig) -> None:
+    def __init__(
+        self,
+        model: ObjectModel,
+        config: EmulatorConfig,
+        more_models: dict[int, ObjectModel] | None = None,
+    ) -> None:
         self.model = model
         self.config = attrs.evolve(config, transport="wrapper")
+        self.more_models = more_models
         self.meters: dict[Any, EmulatedMeter] = {}
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         meter = self.meters.get(addr)
         if meter is None:
-            meter = self.meters[addr] = EmulatedMeter(self.model, self.config, datagram=True)
+            meter = self.meters[addr] = EmulatedMeter(
+                self.model, self.config, datagram=True, more_models=self.more_models
+            )
         transport: Any = self.transport
         for chunk in meter.receive_data(datagram):
             transport.write(chunk, addr)
@@ -505,6 +562,7 @@ class RunningEmulator:
     udp: Any = None
     pty: PtyEndpoint | None = None
     factory: EmulatorFactory | None = None
+    more_models: dict[int, ObjectModel] = attrs.field(factory=dict)
 
     @property
     def port(self) -> int:
@@ -549,11 +607,20 @@ def start(
     """Start the emulator on the reactor: TCP (``port``; None for none), UDP, a pty."""
     chosen = model if model is not None else emulator_model(config.hours, config.system_title)
     running = RunningEmulator(chosen, config)
+    more = {
+        sap: emulator_model(
+            config.hours, config.system_title, f"GAS{sap:07d}".encode(), logical_device=sap
+        )
+        for sap in config.more_logical_devices
+        if sap != config.logical_device
+    }
+    running.more_models = more
     if port is not None:
-        running.factory = EmulatorFactory(chosen, config)
+        running.factory = EmulatorFactory(chosen, config, more)
         running.tcp = reactor.listenTCP(port, running.factory, interface=interface)
     if udp_port is not None:
-        running.udp = reactor.listenUDP(udp_port, UdpEmulator(chosen, config), interface=interface)
+        udp = UdpEmulator(chosen, config, more)
+        running.udp = reactor.listenUDP(udp_port, udp, interface=interface)
     if pty:
         running.pty = PtyEndpoint(reactor, chosen, config)
     return running
@@ -593,6 +660,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--gbt-window", type=int, default=1)
     parser.add_argument("--block-size", type=int, help="force GET response blocks of this size")
     parser.add_argument("--hours", type=int, default=8760, help="rows of the hourly gas profile")
+    parser.add_argument(
+        "--logical-device",
+        type=int,
+        action="append",
+        default=[],
+        metavar="SAP",
+        help="server SAP of a logical device (repeatable; default 1; the wrapper serves "
+        "every one, each with its own objects; HDLC the first)",
+    )
+    parser.add_argument(
+        "--association",
+        action="append",
+        default=[],
+        metavar="CLIENT_SAP:AUTH",
+        help="an association the meter has: client SAP and least authentication "
+        "(none, lls, hls-gmac); repeatable; default IDIS: 16:none and 1:<--auth>",
+    )
     parser.add_argument(
         "--push-to",
         metavar="HOST:PORT",
@@ -644,7 +728,15 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         raise ValueError("--auth lls needs --password")
     if (authentication == Authentication.HLS_GMAC or args.ciphering) and cipher is None:
         raise ValueError("HLS-GMAC and ciphering need keys (--keys or --ek/--ak)")
+    associations = tuple(_association(spec, args) for spec in args.association)
+    devices = tuple(args.logical_device) or (DEFAULT_LOGICAL_DEVICE,)
+    for sap in devices:
+        if not 1 <= sap <= 0x3FFF:
+            raise ValueError(f"--logical-device {sap}: server SAPs are 1..16383")
     return EmulatorConfig(
+        associations=associations,
+        logical_device=devices[0],
+        more_logical_devices=devices[1:],
         transport=args.transport,
         authentication=authentication,
         password=args.password.encode() if args.password else None,
@@ -687,6 +779,22 @@ def start_pushes(reactor: Any, running: RunningEmulator, args: argparse.Namespac
     )
     sender.start()
     return sender
+
+
+_LEVELS = {
+    "none": Authentication.NONE,
+    "lls": Authentication.LLS,
+    "hls-gmac": Authentication.HLS_GMAC,
+}
+
+
+def _association(spec: str, args: argparse.Namespace) -> tuple[int, Authentication]:
+    sap, _, level = spec.partition(":")
+    if not sap.isdigit() or not 1 <= int(sap) <= 0x7F or level not in _LEVELS:
+        raise ValueError(f"--association {spec!r}: expected CLIENT_SAP:none|lls|hls-gmac")
+    if level == "lls" and not args.password:
+        raise ValueError(f"--association {spec!r} needs --password")
+    return int(sap), _LEVELS[level]
 
 
 def run_emulate(args: argparse.Namespace) -> int:

@@ -333,11 +333,16 @@ class WrapperServerTransport:
         *,
         datagram: bool = False,
         max_apdu_length: int = MAX_APDU_LENGTH,
+        more_wports: tuple[int, ...] = (),
     ) -> None:
         self.server_wport = server_wport
+        #: Every logical device served (frames to others are ignored).
+        self.server_wports = frozenset((server_wport, *more_wports))
         self._input = _WrapperInput(datagram, max_apdu_length)
         #: The client wPort of the last APDU returned: answers go there.
         self.client_address = PUBLIC_CLIENT
+        #: The logical device the last APDU returned was for: answers come from it.
+        self.server_address = server_wport
 
     def receive_data(self, data: bytes) -> None:
         self._input.receive_data(data)
@@ -347,12 +352,13 @@ class WrapperServerTransport:
             frame = self._input.next_frame()
             if frame is NEED_DATA:
                 return NEED_DATA
-            if frame.destination_wport == self.server_wport:
+            if frame.destination_wport in self.server_wports:
                 self.client_address = frame.source_wport
+                self.server_address = frame.destination_wport
                 return frame.apdu
 
     def frame(self, apdu: bytes) -> list[bytes]:
-        return [WrapperFrame(self.server_wport, self.client_address, apdu).to_bytes()]
+        return [WrapperFrame(self.server_address, self.client_address, apdu).to_bytes()]
 
     def data_to_send(self) -> list[bytes]:
         return []

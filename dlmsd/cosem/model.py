@@ -34,12 +34,13 @@ from dlmsd.protocol.apdus.selective import (
     parse_selective_access,
 )
 from dlmsd.protocol.association import Authentication
-from dlmsd.protocol.axdr import Data, DataType
+from dlmsd.protocol.axdr import BitString, Data, DataType
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DlmsError, EncodeError
 from dlmsd.protocol.obis import Obis
 
 __all__ = [
+    "AssociationView",
     "Attribute",
     "CosemObject",
     "Method",
@@ -52,6 +53,24 @@ __all__ = [
 Getter = Callable[[SelectiveAccess | None, Authentication], Data | DataAccessResult]
 Setter = Callable[[Data], DataAccessResult]
 MethodHandler = Callable[[Data | None], tuple[ActionResult, Data | None]]
+
+
+@attrs.frozen(slots=True)
+class AssociationView:
+    """What the current association's Association LN object shows about itself.
+
+    The server core sets it on the model (:attr:`ObjectModel.current`) when an
+    association is accepted and before each request it serves, so attributes 3-6
+    of 0-0:40.0.0.255 describe the association that reads them.
+    """
+
+    client_sap: int = 16
+    server_sap: int = 1
+    application_context: int = 1  # 1 = LN, 3 = LN with ciphering
+    mechanism: int = 0  # 0 none, 1 LLS, 5 HLS-GMAC
+    conformance: int = 0
+    max_receive_pdu: int = 0xFFFF
+    max_send_pdu: int = 0xFFFF
 
 
 class Attribute:
@@ -179,6 +198,8 @@ class ObjectModel:
         self.server_invocation_counter = 1
         #: Push setups whose push method was invoked (the emulator drains this).
         self.push_requests: list[Obis] = []
+        #: The association being served (see :class:`AssociationView`).
+        self.current = AssociationView()
         for obj in objects:
             self.add(obj)
 
@@ -226,14 +247,19 @@ class ObjectModel:
         return entry.setter(value)
 
     def _attribute(self, attribute: CosemAttributeDescriptor) -> Attribute | DataAccessResult:
-        """The attribute ``attribute`` names, or why there is none (GET and SET answer alike)."""
+        """The attribute ``attribute`` names, or why there is none (GET and SET answer alike).
+
+        An object or attribute the meter does not have is object-undefined (as meters
+        answer, and what Gurux / dlms-cosem users expect); one it has but the
+        association may not touch is read-write-denied (see :meth:`get`, :meth:`set`).
+        """
         obj = self.objects.get(attribute.instance)
         if obj is None:
             return DataAccessResult.OBJECT_UNDEFINED
         if obj.class_id != attribute.class_id:
             return DataAccessResult.OBJECT_CLASS_INCONSISTENT
         entry = obj.attributes.get(attribute.attribute_id)
-        return DataAccessResult.OBJECT_UNAVAILABLE if entry is None else entry
+        return DataAccessResult.OBJECT_UNDEFINED if entry is None else entry
 
     def action(
         self, method: CosemMethodDescriptor, parameters: Data | None, level: Authentication
@@ -324,23 +350,73 @@ def invocation_counter_object(model: ObjectModel, logical_name: Obis) -> CosemOb
     return obj
 
 
+def _name_of(last: int, kind: int) -> Data:
+    """An application context / mechanism name as Association LN attributes 4 and 6
+    hold it: {joint-iso-ccitt 2, country 16, country-name 756, identified-organization 5,
+    DLMS-UA 8, kind (1 context, 2 mechanism), id} (Blue Book 4.4.3, as Gurux writes it)."""
+    return Data.structure(
+        Data.unsigned(2),
+        Data.unsigned(16),
+        Data.long_unsigned(756),
+        Data.unsigned(5),
+        Data.unsigned(8),
+        Data.unsigned(kind),
+        Data.unsigned(last),
+    )
+
+
 def association_ln(model: ObjectModel, client_sap: int = 16, server_sap: int = 1) -> CosemObject:
     """Association LN (class 15) at 0-0:40.0.0.255; its object list follows the model.
 
-    reply_to_HLS_authentication (method 1) is answered by the server core, which
-    holds the challenges; the model only lists it.
+    Attributes 3-6 describe the association that reads them (:attr:`ObjectModel.current`;
+    `client_sap` / `server_sap` are the defaults before any association). The secret
+    (7) is never readable nor writable through the model. reply_to_HLS_authentication
+    (method 1) is answered by the server core, which holds the challenges; the model
+    only lists it.
     """
     obj = CosemObject(ic.AssociationLN.CLASS_ID, ic.CURRENT_ASSOCIATION, ic.AssociationLN.VERSION)
+    if model.current == AssociationView():
+        model.current = AssociationView(client_sap=client_sap, server_sap=server_sap)
+    names = ic.AssociationLNAttribute
 
     def object_list(_access: SelectiveAccess | None, level: Authentication) -> Data:
         return model.object_list(level)
 
-    obj.attributes[ic.AssociationLNAttribute.OBJECT_LIST] = Attribute(object_list)
-    obj.add_value(
-        ic.AssociationLNAttribute.ASSOCIATED_PARTNERS_ID,
-        Data.structure(Data.integer(client_sap), Data.long_unsigned(server_sap)),
-    )
-    obj.add_value(ic.AssociationLNAttribute.ASSOCIATION_STATUS, Data.enum(2))
+    def partners(_access: SelectiveAccess | None, _level: Authentication) -> Data:
+        current = model.current
+        return Data.structure(
+            Data.integer(current.client_sap), Data.long_unsigned(current.server_sap)
+        )
+
+    def context_name(_access: SelectiveAccess | None, _level: Authentication) -> Data:
+        return _name_of(model.current.application_context, 1)
+
+    def context_info(_access: SelectiveAccess | None, _level: Authentication) -> Data:
+        current = model.current
+        conformance = BitString(24, current.conformance.to_bytes(3, "big"))
+        return Data.structure(
+            Data.bit_string(conformance),
+            Data.long_unsigned(current.max_receive_pdu),
+            Data.long_unsigned(current.max_send_pdu),
+            Data.unsigned(6),  # DLMS version
+            Data.integer(0),  # quality of service
+            Data.octet_string(b""),  # cyphering info: none in the xDLMS-initiate sense
+        )
+
+    def mechanism_name(_access: SelectiveAccess | None, _level: Authentication) -> Data:
+        return _name_of(model.current.mechanism, 2)
+
+    def secret(_access: SelectiveAccess | None, _level: Authentication) -> Data:
+        return Data.octet_string(b"")  # never reached: read rights are None
+
+    obj.attributes[names.OBJECT_LIST] = Attribute(object_list)
+    obj.attributes[names.ASSOCIATED_PARTNERS_ID] = Attribute(partners)
+    obj.attributes[names.APPLICATION_CONTEXT_NAME] = Attribute(context_name)
+    obj.attributes[names.XDLMS_CONTEXT_INFO] = Attribute(context_info)
+    obj.attributes[names.AUTHENTICATION_MECHANISM_NAME] = Attribute(mechanism_name)
+    obj.attributes[names.SECRET] = Attribute(secret, read=None)
+    obj.add_value(names.ASSOCIATION_STATUS, Data.enum(2))  # associated
+    obj.add_value(names.SECURITY_SETUP_REFERENCE, Data.octet_string(ic.SECURITY_SETUP.to_bytes()))
 
     def not_here(_parameters: Data | None) -> tuple[ActionResult, Data | None]:
         return ActionResult.TEMPORARY_FAILURE, None

@@ -198,6 +198,11 @@ class ServerSettings:
     gbt_block_size: int | None = None
     force_block_transfer: bool = False
     frame_counter: Obis = DEFAULT_FRAME_COUNTER
+    #: Who the association is between (Association LN attribute 3 shows them).
+    client_sap: int = 16
+    server_sap: int = 1
+    #: This client SAP has no association here: every AARQ is refused.
+    refuse_associations: bool = False
 
     def __attrs_post_init__(self) -> None:
         _check_title(self.server_system_title, "server system title")

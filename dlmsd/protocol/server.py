@@ -18,7 +18,7 @@ import hmac
 import os
 from collections.abc import Callable
 
-from dlmsd.cosem.model import ObjectModel
+from dlmsd.cosem.model import AssociationView, ObjectModel
 from dlmsd.protocol.apdus.acse import (
     AARE,
     AARQ,
@@ -222,6 +222,7 @@ class ServerConnection:
         self._ctos = b""
         self._stoc = b""
         self._reply = Protection.GLO
+        self._view = AssociationView(settings.client_sap, settings.server_sap)
         self._long_get: _OutgoingBlocks | None = None
         self._long_action_out: _OutgoingBlocks | None = None
         self._long_set: _IncomingBlocks | None = None
@@ -289,6 +290,7 @@ class ServerConnection:
             return [_exception()]
         self._reply = protection
         self._gbt = None  # a new request ends any GBT transfer still waiting for acks
+        self.model.current = self._view  # Association LN shows this association
         if self._state == ServerState.AWAITING_HLS:
             return self._receive_hls(apdu)
         if tag == 0xC0:
@@ -321,6 +323,8 @@ class ServerConnection:
         settings = self.settings
         context = aarq.application_context
         diagnostic = AcseServiceUserDiagnostic
+        if settings.refuse_associations:
+            raise _Refused(diagnostic.NO_REASON_GIVEN)
         if not context.logical_name:
             raise _Refused(diagnostic.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
         ciphered = context.ciphered
@@ -368,6 +372,15 @@ class ServerConnection:
                 raise _Refused(diagnostic.NO_REASON_GIVEN) from None
         self._conformance = Conformance(conformance)
         self._client_max_pdu = max_pdu
+        self._view = AssociationView(
+            client_sap=settings.client_sap,
+            server_sap=settings.server_sap,
+            application_context=int(context),
+            mechanism=int(mechanism),
+            conformance=int(conformance),
+            max_receive_pdu=settings.max_pdu_size,
+            max_send_pdu=max_pdu,
+        )
         response = InitiateResponse(
             negotiated_conformance=self._conformance,
             server_max_receive_pdu_size=settings.max_pdu_size,

@@ -169,3 +169,33 @@ def apdu_tag(framing: Framing, frame: bytes) -> int | None:
     dest_len = next(i for i, b in enumerate(body) if b & 1) + 1
     start = 3 + dest_len + 1 + 1 + 2 + 3
     return frame[start] if len(frame) > start + 3 else None
+
+
+def test_peers_see_object_undefined_and_read_write_denied(meter: tuple[Framing, int]) -> None:
+    """What the emulator's access rights look like from the peers' side."""
+    from dlms_cosem import cosem as dc_cosem
+    from dlms_cosem import dlms_data as dc_data
+    from dlms_cosem import enumerations as dc_enum
+    from dlms_cosem.client import DataResultError
+    from gurux_dlms.objects import GXDLMSClock
+
+    framing, port = meter
+    gurux = GuruxSession(port, framing, "none").open()
+    try:
+        with pytest.raises(RuntimeError, match="error 4"):  # object-undefined
+            gurux.read(GXDLMSClock("0.0.1.0.0.255"), 99)
+    finally:
+        gurux.release()
+    cosem = CosemSession(port, framing, "lls").open()
+    try:
+        with pytest.raises(DataResultError, match="OBJECT_UNDEFINED"):
+            cosem.get(8, (0, 0, 1, 0, 0, 255), 99)
+        target = dc_cosem.CosemAttribute(
+            interface=dc_enum.CosemInterface.REGISTER,
+            instance=dc_cosem.Obis(1, 0, 1, 8, 0, 255),
+            attribute=2,
+        )
+        answer = cosem.client.set(target, dc_data.DoubleLongUnsignedData(1).to_bytes())
+        assert answer.result == dc_enum.DataAccessResult.READ_WRITE_DENIED
+    finally:
+        cosem.release()
