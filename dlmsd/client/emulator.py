@@ -828,7 +828,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     if args.push_to:
         try:
             sender = start_pushes(reactor, running, args)
-        except ValueError as error:
+        except (ValueError, OSError) as error:  # OSError: the push host does not resolve
             print(f"dlmsd emulate: {error}", file=sys.stderr)
             return 2
         info["push_to"] = f"{sender.target.protocol}://{sender.target.host}:{sender.target.port}"

@@ -5,7 +5,8 @@ of the emulated meter every S seconds (its push_object_list, attribute 2), takes
 the current value of each listed attribute, and sends a DataNotification to the
 head-end over the TCP or UDP wrapper: in general-glo-ciphering with the meter's
 keys and system title when it has keys (suite 0, authenticated and encrypted),
-plain otherwise. A client invoking the push method (ACTION 1) sends one at once.
+plain otherwise. A client invoking the push method (ACTION 1) adds one push to
+the next tick.
 
 The body is the self-describing layout many meters use (e.g. the Norwegian HAN
 lists): an array with one ``structure {logical name, value[, scaler_unit]}`` per
@@ -198,8 +199,13 @@ class PushSender:
         from twisted.internet.task import LoopingCall
 
         if self.target.protocol == "udp":
+            import socket
+
             from twisted.internet.protocol import DatagramProtocol
 
+            # UDP writes take an address, not a name: resolve once, at start
+            address = socket.gethostbyname(self.target.host)
+            self.target = attrs.evolve(self.target, host=address)
             self._udp = self.reactor.listenUDP(0, DatagramProtocol(), interface="")
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.reactor
