@@ -46,6 +46,11 @@ PASSWORD = b"interop1"
 GURUX_TITLE = bytes.fromhex("4758580000000001")  # "GXX" + 1: Gurux's client
 COSEM_TITLE = bytes.fromhex("4443530000000001")  # "DCS" + 1: dlms-cosem's client
 PHYSICAL_ADDRESS = 17  # the emulator's default HDLC lower address
+#: The system titles the peers push with (tests/interop/test_peer_pushes.py)
+GURUX_PUSH_TITLE = bytes.fromhex("4758580000000042")
+COSEM_PUSH_TITLE = bytes.fromhex("4443530000000042")
+#: The push object list of Gurux's pushes: its notify API sends bare values
+GURUX_PUSH_OBJECTS = ("0-0:25.9.0*255:2", "0-0:1.0.0*255:2", "1-0:1.8.0*255:2")
 FRAME_COUNTER = (0, 0, 43, 1, 0, 255)
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -38,11 +37,9 @@ from gurux_dlms.secure import GXDLMSSecureNotify
 
 from dlmsd.protocol.wrapper import WrapperFrame
 from tests.faults.support import DaemonProcess, wait_for
+from tests.interop.peers import AK, COSEM_PUSH_TITLE, EK, GURUX_PUSH_TITLE
 
-EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
-AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
-GURUX_TITLE = bytes.fromhex("4758580000000042")
-COSEM_TITLE = bytes.fromhex("4443530000000042")
+GURUX_TITLE, COSEM_TITLE = GURUX_PUSH_TITLE, COSEM_PUSH_TITLE
 CET = dt.timezone(dt.timedelta(hours=1))
 MOMENT = dt.datetime(2024, 3, 1, 12, 15, tzinfo=CET)
 CLOCK, ENERGY, VOLUME = "0-0:1.0.0*255", "1-0:1.8.0*255", "7-0:3.0.0*255"
@@ -120,23 +117,6 @@ BUILDERS: dict[Peer, tuple[bytes, Callable[[int], bytes]]] = {
     "gurux": (GURUX_TITLE, gurux_push),
     "dlms-cosem": (COSEM_TITLE, cosem_push),
 }
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    root: Path = tmp_path_factory.mktemp("peer-pushes")
-    process = DaemonProcess(root, meters=1)
-    keys = (
-        f'\n[meters.{GURUX_TITLE.hex().upper()}]\nname = "gurux-notify"\n'
-        f'encryption_key = "{EK.hex()}"\nauthentication_key = "{AK.hex()}"\n'
-        # Gurux pushes bare values: which object each one is comes from the push setup
-        f'push_object_list = ["{PUSH_SETUP}:2", "{CLOCK}:2", "{ENERGY}:2"]\n'
-        f'\n[meters.{COSEM_TITLE.hex().upper()}]\nname = "dlms-cosem"\n'
-        f'encryption_key = "{EK.hex()}"\nauthentication_key = "{AK.hex()}"\n'
-    )
-    process.keys.write_text(process.keys.read_text() + keys)
-    with process:
-        yield process
 
 
 def send(daemon: DaemonProcess, carrier: Carrier, frame: bytes) -> None:
