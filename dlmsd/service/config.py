@@ -76,6 +76,14 @@ class UdpListenerConfig:
     receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
 
 
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 1_000
+"""TCP connections one source address may hold on a listener.
+
+Generous: many meters may share one address behind a carrier NAT. It stops a
+single client from taking every slot of ``max_connections``.
+"""
+
+
 @attrs.frozen(slots=True)
 class TcpListenerConfig:
     """``[[listeners.tcp]]``: a stream of wrapper frames per connection."""
@@ -87,6 +95,7 @@ class TcpListenerConfig:
     max_connections: int = 10_000
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     reuse_port: bool = False
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 
 
 @attrs.frozen(slots=True)
@@ -127,6 +136,7 @@ class HdlcTcpListenerConfig:
     max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
     system_title: bytes | None = None
     meter: str | None = None
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 
 
 @attrs.frozen(slots=True)
@@ -325,6 +335,13 @@ def _tcp(table: _Table) -> TcpListenerConfig:
             "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
         ),
         reuse_port=table.boolean("reuse_port", False),
+        max_connections_per_source=_per_source(table),
+    )
+
+
+def _per_source(table: _Table) -> int:
+    return table.integer(
+        "max_connections_per_source", DEFAULT_MAX_CONNECTIONS_PER_SOURCE, 1, 1_000_000
     )
 
 
@@ -356,6 +373,7 @@ def _hdlc_tcp(table: _Table) -> HdlcTcpListenerConfig:
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         system_title=table.system_title("system_title"),
         meter=_meter_name(table),
+        max_connections_per_source=_per_source(table),
     )
 
 

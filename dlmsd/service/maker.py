@@ -37,9 +37,11 @@ from dlmsd.service.config import (
     ConfigError,
     HdlcSerialListenerConfig,
     HdlcTcpListenerConfig,
+    TcpListenerConfig,
     load_config,
     sink_error_path,
 )
+from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import KeyFileError, KeyStore
@@ -270,6 +272,7 @@ class DaemonService(MultiService):
 
 
 _stop_log = Logger()
+_build_log = Logger(namespace="dlmsd.service.maker")
 
 
 async def _stop_all(services: Sequence[Service], what: str) -> None:
@@ -422,9 +425,58 @@ def _readback(config: Config, ingest: Ingest, metrics: Metrics, reactor: Any) ->
     return Readback(ingest=ingest, marks=marks, metrics=metrics, reactor=reactor)
 
 
+def fit_connection_limits(config: Config) -> Config:
+    """The config with each TCP listener's ``max_connections`` within RLIMIT_NOFILE.
+
+    Raises the soft limit as far as the listeners need (up to the hard limit),
+    else warns once and lowers their limits (`dlmsd.service.descriptors`).
+    """
+    listeners = config.listeners
+    streams: tuple[TcpListenerConfig | HdlcTcpListenerConfig, ...] = (
+        *listeners.tcp,
+        *listeners.hdlc_tcp,
+    )
+    if not streams:
+        return config
+    fitted = fit_descriptor_limit([stream.max_connections for stream in streams])
+    if fitted.raised:
+        _build_log.info(
+            "raised the open-file limit (RLIMIT_NOFILE) from {before} to {after} for"
+            " {connections} TCP connections",
+            before=fitted.soft_before,
+            after=fitted.soft,
+            connections=sum(stream.max_connections for stream in streams),
+        )
+    if not fitted.clamped:
+        return config
+    _build_log.warn(
+        "open-file limit (RLIMIT_NOFILE) {soft} is below the {wanted} descriptors the TCP"
+        " listeners' max_connections need (hard limit {hard}): lowered max_connections to"
+        " {limits}; raise LimitNOFILE (systemd) or ulimit -n",
+        soft=fitted.soft,
+        wanted=fitted.wanted,
+        hard=fitted.hard,
+        limits=", ".join(
+            f"{stream.name}={limit}" for stream, limit in zip(streams, fitted.limits, strict=True)
+        ),
+    )
+    limits = iter(fitted.limits)
+    return attrs.evolve(
+        config,
+        listeners=attrs.evolve(
+            listeners,
+            tcp=tuple(attrs.evolve(tcp, max_connections=next(limits)) for tcp in listeners.tcp),
+            hdlc_tcp=tuple(
+                attrs.evolve(hdlc, max_connections=next(limits)) for hdlc in listeners.hdlc_tcp
+            ),
+        ),
+    )
+
+
 def _listeners(
     config: Config, ingest: Ingest, metrics: Metrics, reactor: Any, readback: Readback
 ) -> list[Service]:
+    config = fit_connection_limits(config)
     listeners: list[Service] = []
     for udp in config.listeners.udp:
         listeners.append(PortService(udp.name, partial(listen_udp, reactor, ingest, metrics, udp)))

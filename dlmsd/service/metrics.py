@@ -114,7 +114,22 @@ class Metrics:
         )
         self.tcp_connections_refused = Counter(
             "dlmsd_tcp_connections_refused",
-            "TCP connections closed at once because a listener was at max_connections.",
+            "TCP connections closed at once: the listener at max_connections with none to"
+            " evict, or the source at max_connections_per_source.",
+            ["listener"],
+            registry=registry,
+        )
+        self.tcp_connections_refused_per_source = Counter(
+            "dlmsd_tcp_connections_refused_per_source",
+            "TCP connections closed at once because their source address held"
+            " max_connections_per_source already (also in dlmsd_tcp_connections_refused).",
+            ["listener"],
+            registry=registry,
+        )
+        self.tcp_connections_evicted = Counter(
+            "dlmsd_tcp_connections_evicted",
+            "TCP connections closed to make room at max_connections: the oldest idle one"
+            " of the source holding the most connections.",
             ["listener"],
             registry=registry,
         )

@@ -1,8 +1,9 @@
 """TCP listeners: connection limits and idle timeouts, and the wrapper stream protocol.
 
 `PushStreamProtocol` holds what every TCP push listener needs (the HDLC-over-TCP
-listener reuses it): the connection count against ``max_connections``, the
-open-connections gauge, and the idle timeout. "Idle" means *no complete
+listener reuses it): the connection counts against ``max_connections`` and
+``max_connections_per_source`` (`PushStreamFactory` says what happens at
+each), the open-connections gauge, and the idle timeout. "Idle" means *no complete
 frame* for ``idle_timeout`` seconds, not "no bytes": a client trickling one
 byte a minute never completes a frame and is cut like a silent one.
 
@@ -20,6 +21,7 @@ session (the meter's answers) instead of the ingest, and the idle timer rests
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ from dlmsd.protocol.wrapper import HEADER_LENGTH, WrapperStreamDecoder
 from dlmsd.service.config import TcpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
 from dlmsd.service.metrics import Metrics
+from dlmsd.service.quarantine import LogRateLimiter
 
 
 def peer_text(address: IAddress) -> str:
@@ -45,8 +48,32 @@ def peer_text(address: IAddress) -> str:
     return f"{host}:{port}" if host is not None else str(address)
 
 
+EVICTION_BACKLOG = 32
+"""Evicted connections a listener lets wait for their close (the reactor closes
+them on its next turn) before it refuses newcomers instead: bounds the
+descriptors above ``max_connections`` while a flood of connections arrives."""
+
+LIMIT_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about one connection limit (per listener and source)."""
+
+
+def peer_host(address: IAddress | None) -> str:
+    """The host of a peer without its port: what `max_connections_per_source` counts."""
+    host = getattr(address, "host", None)
+    return str(host) if host is not None else str(address)
+
+
 class PushStreamFactory(Factory):
-    """Builds one protocol per connection, refusing those beyond `max_connections`."""
+    """Builds one protocol per connection within the listener's connection limits.
+
+    ``max_connections_per_source`` bounds what one source address holds; past
+    it, its new connections are refused. At ``max_connections`` a newcomer is
+    not refused: the oldest idle connection (longest without a complete frame)
+    of the source holding the most connections is closed to make room, so one
+    client cannot lock genuine meters out until ``idle_timeout``. Refusals and
+    evictions are counted in metrics and logged at most once per
+    `LIMIT_LOG_INTERVAL` per listener and source.
+    """
 
     log = Logger()
     transport_name = "tcp"
@@ -60,33 +87,117 @@ class PushStreamFactory(Factory):
         name: str,
         idle_timeout: float,
         max_connections: int,
+        max_connections_per_source: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ingest = ingest
         self.metrics = metrics
         self.name = name
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_connections_per_source = max_connections_per_source or max_connections
+        self.clock = clock
         self.connections: set[PushStreamProtocol] = set()
+        #: Open connections per source host.
+        self.by_source: dict[str, set[PushStreamProtocol]] = {}
         self.frames_received = metrics.listener(name)
         self._refused = metrics.tcp_connections_refused.labels(name)
-        self._refused_logged = False
+        self._refused_per_source = metrics.tcp_connections_refused_per_source.labels(name)
+        self._evicted = metrics.tcp_connections_evicted.labels(name)
+        self._evicting = 0
+        self._log_limit = LogRateLimiter(LIMIT_LOG_INTERVAL)
+        self.refused_count = 0
+        self.evicted_count = 0
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        if len(self.connections) >= self.max_connections:
-            # Returning None makes Twisted close the new connection at once.
-            self._refused.inc()
-            if not self._refused_logged:
-                self.log.warn(
-                    "listener {listener} at max_connections={limit}: refusing new connections",
-                    listener=self.name,
-                    limit=self.max_connections,
-                )
-                self._refused_logged = True
+        # Returning None makes Twisted close the new connection at once.
+        host = peer_host(addr)
+        held = self.by_source.get(host)
+        if held is not None and len(held) >= self.max_connections_per_source:
+            self._refused_per_source.inc()
+            self._refuse(
+                f"per-source|{host}",
+                "listener {listener}: source {host} holds max_connections_per_source={limit}:"
+                " refusing its new connections ({refused} refused so far)",
+                host=host,
+                limit=self.max_connections_per_source,
+            )
             return None
-        self._refused_logged = False
+        if len(self.connections) >= self.max_connections and not self._evict_one():
+            self._refuse(
+                "full",
+                "listener {listener} at max_connections={limit} with no connection to"
+                " evict: refusing new connections ({refused} refused so far)",
+                limit=self.max_connections,
+            )
+            return None
         protocol = self.make_protocol()
         protocol.factory = self
+        protocol.host = host
         return protocol
+
+    def _refuse(self, key: str, text: str, **fields: object) -> None:
+        self._refused.inc()
+        self.refused_count += 1
+        if self._log_limit.should_log(key.encode(), self.clock()):
+            self.log.warn(text, listener=self.name, refused=self.refused_count, **fields)
+
+    def _evict_one(self) -> bool:
+        """Close the oldest idle connection of the busiest source; False if none may go."""
+        if self._evicting >= EVICTION_BACKLOG:
+            return False
+        victim: PushStreamProtocol | None = None
+        busiest = 0
+        for held in self.by_source.values():
+            if len(held) <= busiest:
+                continue
+            candidates = [protocol for protocol in held if not protocol.diverted]
+            if candidates:
+                busiest = len(held)
+                victim = min(candidates, key=lambda protocol: protocol.last_active)
+        if victim is None:
+            return False
+        self._forget(victim)
+        victim.evicted = True
+        self._evicting += 1
+        self._evicted.inc()
+        self.evicted_count += 1
+        if self._log_limit.should_log(b"evict", self.clock()):
+            self.log.warn(
+                "listener {listener} at max_connections={limit}: closing the oldest idle"
+                " connection of the busiest source {host} ({held} connections) for each"
+                " newcomer ({evicted} closed so far)",
+                listener=self.name,
+                limit=self.max_connections,
+                host=victim.host,
+                held=busiest,
+                evicted=self.evicted_count,
+            )
+        victim.link.abortConnection()
+        return True
+
+    def _track(self, protocol: PushStreamProtocol) -> None:
+        self.connections.add(protocol)
+        self.by_source.setdefault(protocol.host, set()).add(protocol)
+        self.metrics.tcp_connections_open.inc()
+
+    def _forget(self, protocol: PushStreamProtocol) -> None:
+        """Stop counting a connection (closed, or evicted and closing)."""
+        if protocol not in self.connections:
+            return
+        self.connections.discard(protocol)
+        held = self.by_source.get(protocol.host)
+        if held is not None:
+            held.discard(protocol)
+            if not held:
+                del self.by_source[protocol.host]
+        self.metrics.tcp_connections_open.dec()
+
+    def _closed(self, protocol: PushStreamProtocol) -> None:
+        if protocol.evicted:
+            protocol.evicted = False
+            self._evicting -= 1
+        self._forget(protocol)
 
     def make_protocol(self) -> PushStreamProtocol:
         """The protocol for one accepted connection."""
@@ -104,32 +215,41 @@ class PushStreamProtocol(Protocol, TimeoutMixin):
     factory: PushStreamFactory
     log = Logger()
     source = "?"
+    host = "?"
+    #: When the last complete frame arrived (or the connection was made), factory clock.
+    last_active = 0.0
+    #: Closed by the factory to make room; not counted any more.
+    evicted = False
 
     @property
     def link(self) -> Any:
         """The transport, typed loosely: zope interface methods do not type-check."""
         return self.transport
 
+    @property
+    def diverted(self) -> bool:
+        """A client session owns the connection (push-then-read): never evicted."""
+        return False
+
     def _idle_timer(self, period: float | None) -> None:
         self.setTimeout(period)  # type: ignore[no-untyped-call]
 
     def connectionMade(self) -> None:
         factory = self.factory
-        factory.connections.add(self)
-        factory.metrics.tcp_connections_open.inc()
+        self.last_active = factory.clock()
+        factory._track(self)
         self.source = peer_text(self.link.getPeer())
         self._idle_timer(factory.idle_timeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._idle_timer(None)
-        factory = self.factory
-        if self in factory.connections:
-            factory.connections.discard(self)
-            factory.metrics.tcp_connections_open.dec()
+        self.factory._closed(self)
 
     def frame_received(self) -> None:
         """A complete frame arrived: the connection is not idle."""
-        self.factory.frames_received.inc()
+        factory = self.factory
+        factory.frames_received.inc()
+        self.last_active = factory.clock()
         self.resetTimeout()  # type: ignore[no-untyped-call]
 
     def timeoutConnection(self) -> None:
@@ -160,6 +280,7 @@ class WrapperPushFactory(PushStreamFactory):
             name=config.name,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            max_connections_per_source=config.max_connections_per_source,
         )
         self.max_apdu_length = config.max_frame_size - HEADER_LENGTH
         #: Called with the connection and the APDU of each accepted push (push-then-read).

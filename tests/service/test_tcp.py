@@ -141,15 +141,28 @@ async def test_complete_frames_keep_a_connection_alive(tmp_path: Path) -> None:
         await stop(service)
 
 
+def connect_from(host: str, port: int) -> socket.socket:
+    """A non-blocking client connection from a given loopback address (127.0.0.0/8 is
+    all loopback on Linux), so one test can play several sources."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
 @pytest_twisted.ensureDeferred
 async def test_max_connections_holds_and_a_meter_within_it_is_served(tmp_path: Path) -> None:
-    # 1,000 idle connections against a limit of 300 (each costs two descriptors
-    # here, client and server side, in one process).
+    # 1,000 idle connections from one source against a limit of 300 (each costs two
+    # descriptors here, client and server side, in one process). The table stays at
+    # the limit; each newcomer takes the place of the hog's oldest idle connection
+    # (or is refused while too many evicted ones wait for their close), and the
+    # meter on its own address is never the one closed.
     limit, idle_count = 300, 1000
     setup = make_setup(tmp_path, tcp={"max_connections": limit})
     service = start(setup)
     port = port_of(service, "tcp")
-    meter = connect(port)
+    meter = connect_from("127.0.0.2", port)
     await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == 1)
     idle: list[socket.socket] = []
     try:
@@ -157,18 +170,88 @@ async def test_max_connections_holds_and_a_meter_within_it_is_served(tmp_path: P
             idle.append(connect(port))
             if len(idle) % 100 == 0:
                 await sleep(0)  # let the reactor accept
-        refused = "dlmsd_tcp_connections_refused_total"
-        await wait_until(
-            lambda: metric(service, refused, listener="tcp") == idle_count + 1 - limit
-        )
-        assert metric(service, "dlmsd_tcp_connections_open") == limit
+
+        def closed_by_limits() -> float:
+            refused = metric(service, "dlmsd_tcp_connections_refused_total", listener="tcp")
+            return refused + metric(service, "dlmsd_tcp_connections_evicted_total", listener="tcp")
+
+        await wait_until(lambda: closed_by_limits() == idle_count + 1 - limit)
+        await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == limit)
         meter.sendall(vector_bytes(0))
         await wait_until(lambda: len(setup.records()) == 1)
-        assert sum(is_closed(sock) for sock in idle) == idle_count + 1 - limit
+        await wait_until(lambda: sum(is_closed(sock) for sock in idle) == idle_count + 1 - limit)
+        assert not is_closed(meter)
     finally:
         meter.close()
         for sock in idle:
             sock.close()
+        await stop(service)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_source_is_held_to_max_connections_per_source(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path, tcp={"max_connections_per_source": 5})
+    service = start(setup)
+    port = port_of(service, "tcp")
+    hog = [connect_from("127.0.0.3", port) for _ in range(12)]
+    meter: socket.socket | None = None
+    try:
+        per_source = "dlmsd_tcp_connections_refused_per_source_total"
+        await wait_until(lambda: metric(service, per_source, listener="tcp") == 7)
+        assert metric(service, "dlmsd_tcp_connections_refused_total", listener="tcp") == 7
+        assert metric(service, "dlmsd_tcp_connections_open") == 5
+        await wait_until(lambda: sum(is_closed(sock) for sock in hog) == 7)
+        # Another address is not affected.
+        meter = connect_from("127.0.0.1", port)
+        meter.sendall(vector_bytes(0))
+        await wait_until(lambda: len(setup.records()) == 1)
+        # A closed slot is the source's again.
+        for sock in hog:
+            sock.close()
+        await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == 1)
+        hog = [connect_from("127.0.0.3", port) for _ in range(5)]
+        await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == 6)
+        assert metric(service, per_source, listener="tcp") == 7
+    finally:
+        for sock in hog:
+            sock.close()
+        if meter is not None:
+            meter.close()
+        await stop(service)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_table_closes_the_oldest_idle_connection_of_the_busiest_source(
+    tmp_path: Path,
+) -> None:
+    setup = make_setup(tmp_path, tcp={"max_connections": 10})
+    service = start(setup)
+    port = port_of(service, "tcp")
+    quiet = connect_from("127.0.0.4", port)  # one connection: not the busiest source
+    hog: list[socket.socket] = []
+    meter: socket.socket | None = None
+    try:
+        for _ in range(9):
+            hog.append(connect_from("127.0.0.5", port))
+            await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == len(hog) + 1)
+        # The hog's second connection is active: the first is the oldest idle one.
+        hog[1].sendall(vector_bytes(0))
+        await wait_until(lambda: len(setup.records()) == 1)
+        meter = connect_from("127.0.0.1", port)
+        meter.sendall(vector_bytes(1))
+        await wait_until(lambda: len(setup.records()) == 2)
+        assert metric(service, "dlmsd_tcp_connections_evicted_total", listener="tcp") == 1
+        assert metric(service, "dlmsd_tcp_connections_refused_total", listener="tcp") == 0
+        assert metric(service, "dlmsd_tcp_connections_open") == 10
+        await wait_until(lambda: is_closed(hog[0]))
+        assert [is_closed(sock) for sock in hog[1:]] == [False] * 8
+        assert not is_closed(quiet)
+    finally:
+        quiet.close()
+        for sock in hog:
+            sock.close()
+        if meter is not None:
+            meter.close()
         await stop(service)
 
 
