@@ -73,8 +73,10 @@ class DaemonProcess:
         tcp: Mapping[str, object] | None = None,
         extra: str = "",
         log_format: str = "text",
+        preexec: Callable[[], object] | None = None,
     ) -> None:
         self.root = root
+        self.preexec = preexec  # run in the child before twistd (resource limits)
         self.meters: list[SimMeter] = simulator.make_meters(meters, seed)
         self.udp_port = free_port(socket.SOCK_DGRAM)
         self.tcp_port = free_port()
@@ -115,6 +117,7 @@ class DaemonProcess:
             env=env,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
         wait_for(
             lambda: "dlmsd started" in self.log_since_start() or self.process.poll() is not None,  # type: ignore[union-attr]
