@@ -25,6 +25,7 @@ from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.protocol.wrapper import decode_datagram
 from dlmsd.service import simulator
 from dlmsd.service.keystore import KeyStore
+from dlmsd.service.udp import set_receive_buffer
 from tests.service.test_daemon import wait_until
 
 reactor: Any = _reactor
@@ -208,3 +209,102 @@ def test_suite0_cipher_is_what_the_meter_uses() -> None:
     plaintext = simulator.build_notification(meter, 1, MOMENT)
     sealed = again.encrypt(meter.system_title, 0x30, 1, plaintext)
     assert simulator.build_push(meter, 1, MOMENT).endswith(sealed)
+
+
+# --- one connection per meter, pre-built frames ------------------------------------
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        self.transport = StringTransport()
+
+
+def _pushes_on(data: bytes) -> list[tuple[bytes, int]]:
+    """(system title, invocation counter) of each wrapper frame of a simulator stream."""
+    from dlmsd.protocol.push import peel
+    from dlmsd.protocol.wrapper import WrapperStreamDecoder
+
+    decoder = WrapperStreamDecoder(65535)
+    decoder.receive_data(data)
+    pushes = []
+    while (event := decoder.next_event()) is not NEED_DATA:
+        envelope = peel(event.apdu)
+        assert envelope.system_title is not None and envelope.invocation_counter is not None
+        pushes.append((envelope.system_title, envelope.invocation_counter))
+    return pushes
+
+
+def test_over_tcp_each_meter_stays_on_one_connection_in_counter_order() -> None:
+    fleet = simulator.make_meters(10)
+    run = simulator.Simulation(
+        fleet, transport="tcp", count=95, connections=4, clock=lambda: MOMENT
+    )
+    positions, frames = run.build_all()
+    clients = [_FakeClient() for _ in range(4)]
+    sender = simulator._TcpSender(clients)  # type: ignore[arg-type]
+    for start in range(0, 95, 7):  # in chunks, as the paced loop sends
+        sender.send(positions[start : start + 7], frames[start : start + 7])
+    seen: dict[bytes, int] = {}
+    for index, client in enumerate(clients):
+        for title, counter in _pushes_on(client.transport.value()):
+            meter = next(m for m in fleet if m.system_title == title)
+            assert meter.index % 4 == index  # connection i serves meters i, i+4, ...
+            assert counter == seen.get(title, 0) + 1  # in order, none missing
+            seen[title] = counter
+    assert sum(seen.values()) == 95
+
+
+@pytest_twisted.ensureDeferred
+async def test_prebuilt_run_sends_the_same_pushes_as_one_built_while_sending() -> None:
+    received: list[list[bytes]] = []
+    for prebuild in (True, False):
+        receiver = _Counter()
+        port = reactor.listenUDP(0, receiver, interface="127.0.0.1")
+        set_receive_buffer(port, 4 << 20)  # an unpaced burst of 300
+        try:
+            run = simulator.Simulation(
+                simulator.make_meters(5),
+                port=port.getHost().port,
+                rate=0,
+                count=300,
+                forge_every=9,
+                plaintext_every=13,
+                prebuild=prebuild,
+                clock=lambda: MOMENT,
+            )
+            stats = await run.run(reactor)
+            await wait_until(lambda: len(receiver.datagrams) == 300)  # noqa: B023
+        finally:
+            await port.stopListening()
+        assert (stats.sent, stats.forged, stats.plaintext) == (300, 31, 23)
+        assert (stats.build_seconds > 0) is prebuild
+        received.append(receiver.datagrams)
+    assert sorted(received[0]) == sorted(received[1])
+
+
+def test_a_count_run_prebuilds_by_default_and_a_duration_run_does_not() -> None:
+    fleet = simulator.make_meters(1)
+    assert simulator.Simulation(fleet, count=5).prebuilds
+    assert not simulator.Simulation(fleet, duration=1.0).prebuilds
+    assert not simulator.Simulation(fleet, count=5, prebuild=False).prebuilds
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unpaced_tcp_run_over_8_connections_loses_nothing_to_reordering(
+    tmp_path: Path,
+) -> None:
+    from tests.service.test_daemon import make_setup, metric, port_of, rejected, start, stop
+
+    setup = make_setup(tmp_path, meters=20, tcp={})
+    service = start(setup)
+    try:
+        run = simulator.Simulation(
+            setup.meters, transport="tcp", port=port_of(service, "tcp"), rate=0, count=2000
+        )
+        await run.run(reactor)
+        await wait_until(lambda: metric(service, "dlmsd_pushes_accepted_total") == 2000, 20)
+        assert rejected(service, "replay") == 0
+    finally:
+        await stop(service)
