@@ -15,9 +15,11 @@ writes the matching key store (mode 0600) so a daemon can decrypt the run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +33,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from dlmsd.protocol.apdus.notification import DataNotification
-from dlmsd.protocol.axdr import Data
+from dlmsd.protocol.axdr import Data, encode_data
 from dlmsd.protocol.ciphered import GeneralGloCiphering
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.hdlc.address import HdlcAddress
@@ -104,35 +105,93 @@ def _entry(obis: bytes, value: Data, scaler_unit: Data | None = None) -> Data:
     return Data.structure(Data.octet_string(obis), value, scaler_unit)
 
 
-def push_body(meter: SimMeter, invocation_counter: int, stamp: CosemDateTime) -> Data:
-    """The notification body of one push; values grow with the invocation counter."""
-    clock = _entry(_CLOCK, Data.octet_string(stamp.to_bytes()))
+def register_values(meter: SimMeter, invocation_counter: int) -> tuple[int, ...]:
+    """The 32-bit register values of one push, rising with the invocation counter:
+    gas volume (litres); or energy import, export (Wh) and power (W)."""
     step = invocation_counter & 0xFFFFFF
     if meter.kind == GAS:
-        litres = (meter.index * 1_000_000 + step * 7) & 0xFFFFFFFF
+        return ((meter.index * 1_000_000 + step * 7) & 0xFFFFFFFF,)
+    return (
+        (meter.index * 10_000_000 + step * 250) & 0xFFFFFFFF,
+        step * 10 & 0xFFFFFFFF,
+        500 + step * 37 % 3000,
+    )
+
+
+def _body(kind: str, stamp: bytes, values: Sequence[int]) -> Data:
+    clock = _entry(_CLOCK, Data.octet_string(stamp))
+    if kind == GAS:
         return Data.array(
             clock,
-            _entry(_GAS_VOLUME, Data.double_long_unsigned(litres), _M3_MILLI),
+            _entry(_GAS_VOLUME, Data.double_long_unsigned(values[0]), _M3_MILLI),
             _entry(_GAS_STATUS, Data.long_unsigned(0)),
         )
-    imported = (meter.index * 10_000_000 + step * 250) & 0xFFFFFFFF
+    imported, exported, power = values
     return Data.array(
         clock,
         _entry(_ENERGY_IMPORT, Data.double_long_unsigned(imported), _WH),
-        _entry(_ENERGY_EXPORT, Data.double_long_unsigned(step * 10 & 0xFFFFFFFF), _WH),
-        _entry(_POWER_IMPORT, Data.double_long_unsigned(500 + step * 37 % 3000), _W),
+        _entry(_ENERGY_EXPORT, Data.double_long_unsigned(exported), _WH),
+        _entry(_POWER_IMPORT, Data.double_long_unsigned(power), _W),
     )
+
+
+def push_body(meter: SimMeter, invocation_counter: int, stamp: CosemDateTime) -> Data:
+    """The notification body of one push; values grow with the invocation counter."""
+    return _body(meter.kind, stamp.to_bytes(), register_values(meter, invocation_counter))
+
+
+@functools.cache
+def _body_template(kind: str) -> tuple[bytes, ...]:
+    """The encoded body of a `kind` meter cut around its variable fields: constant
+    pieces to join with the 12-byte stamp and each 32-bit value in turn.
+
+    Found by encoding the body twice, once with every variable byte 0x00 and once
+    0xFF: the runs that differ are the fields. `build_notification` then joins
+    bytes instead of encoding a tree (~1 us instead of ~40 us per push), which is
+    what lets `--prebuild` make 100,000s of pushes in seconds.
+    """
+    fields = 1 if kind == GAS else 3
+    low = encode_data(_body(kind, bytes(12), [0] * fields))
+    high = encode_data(_body(kind, b"\xff" * 12, [0xFFFFFFFF] * fields))
+    pieces, runs, start, index = [], [], 0, 0
+    while index < len(low):
+        if low[index] == high[index]:
+            index += 1
+            continue
+        end = index
+        while end < len(low) and low[end] != high[end]:
+            end += 1
+        pieces.append(low[start:index])
+        runs.append(end - index)
+        start = index = end
+    pieces.append(low[start:])
+    if runs != [12] + [4] * fields:  # pragma: no cover - a layout change breaks this
+        raise AssertionError(f"unexpected body template runs {runs}")
+    return tuple(pieces)
+
+
+_U32 = struct.Struct(">I")
+
+
+@functools.lru_cache(maxsize=256)
+def _stamp(moment: datetime) -> bytes:
+    return CosemDateTime.from_datetime(moment).to_bytes()
 
 
 def build_notification(meter: SimMeter, invocation_counter: int, now: datetime) -> bytes:
-    """The plaintext DataNotification APDU of one push."""
-    stamp = CosemDateTime.from_datetime(now.astimezone(UTC))
-    notification = DataNotification(
-        long_invoke_id_and_priority=invocation_counter & 0x00FFFFFF,
-        date_time=stamp,
-        body=push_body(meter, invocation_counter, stamp),
-    )
-    return notification.to_bytes()
+    """The plaintext DataNotification APDU of one push (the bytes
+    ``DataNotification(..., body=push_body(...)).to_bytes()`` gives)."""
+    utc = now.astimezone(UTC)
+    # The stamp has hundredths of a second: pushes built together share one.
+    stamp = _stamp(utc.replace(microsecond=utc.microsecond // 10_000 * 10_000))
+    pieces = _body_template(meter.kind)
+    # The notification's own date-time, then the body (whose clock entry repeats it).
+    invoke = _U32.pack(invocation_counter & 0x00FFFFFF)
+    parts = [b"\x0f", invoke, b"\x0c", stamp, pieces[0], stamp]
+    for piece, value in zip(pieces[1:], register_values(meter, invocation_counter), strict=False):
+        parts += (piece, _U32.pack(value))
+    parts.append(pieces[-1])
+    return b"".join(parts)
 
 
 def build_push(

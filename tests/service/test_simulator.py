@@ -308,3 +308,27 @@ async def test_an_unpaced_tcp_run_over_8_connections_loses_nothing_to_reordering
         assert rejected(service, "replay") == 0
     finally:
         await stop(service)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    index=st.integers(0, (1 << 24) - 1),
+    counter=st.integers(0, (1 << 32) - 1),
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
+    ),
+)
+def test_notification_from_the_template_is_the_encoded_tree(
+    index: int, counter: int, moment: datetime
+) -> None:
+    from dlmsd.protocol.apdus.notification import DataNotification
+    from dlmsd.protocol.cosem_datetime import CosemDateTime
+
+    meter = simulator.make_meter(index)
+    stamp = CosemDateTime.from_datetime(moment)
+    expected = DataNotification(
+        long_invoke_id_and_priority=counter & 0x00FFFFFF,
+        date_time=stamp,
+        body=simulator.push_body(meter, counter, stamp),
+    ).to_bytes()
+    assert simulator.build_notification(meter, counter, moment) == expected
