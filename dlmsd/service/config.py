@@ -44,6 +44,7 @@ SYNCHRONOUS_MODES = ("normal", "full")
 SPOOL_FULL_POLICIES = ("refuse", "drop_oldest")
 SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
 PARITIES = ("N", "E", "O", "M", "S")
+MAX_REPLAY_WINDOW = 4096  # dlmsd.service.replaywindow.MAX_WIDTH
 
 
 class ConfigError(Exception):
@@ -206,6 +207,9 @@ class StateConfig:
     name and pid); daemons sharing a database need distinct names.
     `spool_lease` is how long a claimed batch stays with this daemon before
     another may deliver it (PostgreSQL only).
+    `replay_window` (0 = strict) accepts a meter's push up to that many
+    counters below its highest if that counter was never accepted
+    (`dlmsd.service.replaywindow`, docs/replay-window.md).
     """
 
     synchronous: str = "full"
@@ -216,6 +220,7 @@ class StateConfig:
     dsn: str = ""
     instance: str = ""
     spool_lease: float = 60.0
+    replay_window: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -447,6 +452,7 @@ def _state(table: _Table) -> StateConfig:
         dsn=_state_dsn(table),
         instance=table.string("instance") if _has(table, "instance") else "",
         spool_lease=table.number("spool_lease", 60.0, minimum=1.0, maximum=86_400.0),
+        replay_window=table.integer("replay_window", 0, 0, MAX_REPLAY_WINDOW),
     )
 
 

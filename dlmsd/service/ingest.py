@@ -190,13 +190,15 @@ class Ingest:
         if not self.state.available:
             return self._state_unavailable(source, transport)
         counter = envelope.invocation_counter
-        last = self.state.last_counter(title)
-        if counter is not None and last is not None and counter <= last:
+        state = self.state
+        last = state.last_counter(title)
+        # Before any AES; the same check (window or strict) the state applies at commit.
+        if counter is not None and last is not None and not state.accepts_counter(title, counter):
             return self.reject(
                 RejectReason.REPLAY,
                 source,
                 transport,
-                f"invocation counter {counter} not above {last}",
+                f"invocation counter {counter} already accepted or too old (highest {last})",
                 entry,
             )
         try:

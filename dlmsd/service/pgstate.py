@@ -50,6 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from dlmsd.service import replaywindow
 from dlmsd.service.state import (
     AcceptedPush,
     SpoolEntry,
@@ -65,7 +66,7 @@ try:
 except ImportError:  # pragma: no cover - the SQLite backend needs no psycopg
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -86,6 +87,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         ")",
         "CREATE INDEX dlmsd_spool_by_sink ON dlmsd_spool (sink, id)",
     ),
+    # The anti-replay bitmap below the counter (dlmsd.service.replaywindow); NULL
+    # when a strict daemon advanced the counter: everything below it counts as seen.
+    2: ("ALTER TABLE dlmsd_counters ADD COLUMN replay_window bytea",),
 }
 
 _VERSION_TABLE = (
@@ -111,7 +115,8 @@ advanced AS (
         GROUP BY system_title ORDER BY system_title
     ON CONFLICT (system_title) DO UPDATE
         SET previous_counter = c.invocation_counter,
-            invocation_counter = EXCLUDED.invocation_counter
+            invocation_counter = EXCLUDED.invocation_counter,
+            replay_window = NULL
         WHERE c.invocation_counter < EXCLUDED.invocation_counter
     RETURNING c.system_title, c.previous_counter
 ),
@@ -130,6 +135,38 @@ spooled AS (
 )
 SELECT position FROM accepted
 """
+
+# With a replay window (`replay_window` > 0) the check needs each meter's bitmap:
+# the batch's counter rows are created if missing and locked in system-title
+# order, the window decides in Python (in the pool thread, inside the same
+# transaction), and the new states and the accepted pushes' spool rows are
+# written before the COMMIT. Two daemons' batches of one meter serialise on
+# the row lock, as with the single statement.
+_ENSURE_COUNTERS = (
+    "INSERT INTO dlmsd_counters (system_title, invocation_counter)"
+    " SELECT t FROM unnest(%s::bytea[]) AS u(t) ORDER BY t"
+    " ON CONFLICT (system_title) DO NOTHING"
+)
+_LOCK_COUNTERS = (
+    "SELECT system_title, invocation_counter, replay_window FROM dlmsd_counters"
+    " WHERE system_title = ANY(%s::bytea[]) ORDER BY system_title FOR UPDATE"
+)
+_UPDATE_WINDOWS = """
+UPDATE dlmsd_counters AS c
+    SET previous_counter = c.invocation_counter, invocation_counter = v.ic, replay_window = v.w
+    FROM unnest(%s::bytea[], %s::bigint[], %s::bytea[]) AS v(t, ic, w)
+    WHERE c.system_title = v.t
+"""
+_SPOOL_ACCEPTED = """
+INSERT INTO dlmsd_spool (sink, record_id, record, created_at)
+SELECT s.sink, r.record_id, r.record, %(now)s
+    FROM unnest(%(record_ids)s::text[], %(records)s::text[])
+        WITH ORDINALITY AS r(record_id, record, n)
+    CROSS JOIN unnest(%(sinks)s::text[]) WITH ORDINALITY AS s(sink, m)
+    ORDER BY r.n, s.m
+"""
+# A meter's row made by _ENSURE_COUNTERS before its first push commits.
+_NO_COUNTER = -1
 
 _DROP_OLDEST = (
     "DELETE FROM dlmsd_spool WHERE id IN"
@@ -156,6 +193,23 @@ _ACK = "DELETE FROM dlmsd_spool WHERE sink = %s AND id = ANY(%s)"
 _DEPTHS = "SELECT sink, count(*), min(created_at) FROM dlmsd_spool GROUP BY sink"
 
 _T = TypeVar("_T")
+# What a commit did: accepted batch positions, records dropped per sink, and with
+# a replay window each meter's (highest counter, bitmap) after it.
+_Written = tuple[list[int], dict[str, int], dict[bytes, tuple[int, int]] | None]
+
+
+def _drop_excess(
+    conn: Any, sinks: Sequence[str], depths: dict[str, int], added: int, limit: int
+) -> dict[str, int]:
+    """``drop_oldest``: delete what `added` rows took a queue past `limit` (0: none)."""
+    drops: dict[str, int] = {}
+    if limit:
+        for sink in sinks:
+            excess = depths.get(sink, 0) + added - limit
+            if excess > 0:
+                conn.execute(_DROP_OLDEST, (sink, excess))
+                drops[sink] = excess
+    return drops
 
 
 def _require_psycopg() -> None:
@@ -301,6 +355,8 @@ class PgStateBackend:
         refresh_interval: float = 1.0,
         retry_interval: float = 0.5,
         reactor: Any = None,
+        replay_window: int = 0,
+        windows: dict[bytes, bytes | None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.sinks = tuple(sinks)
@@ -319,6 +375,15 @@ class PgStateBackend:
         # counters staged or in flight: together the local pre-check.
         self._committed = counters
         self._pending: dict[bytes, int] = {}
+        self.replay_window = replay_window
+        self._all_seen = (1 << replay_window) - 1
+        # With a window: each meter's bitmap as the database last told us, and
+        # the counters staged or in flight (refused locally as duplicates).
+        self._seen: dict[bytes, int] = {
+            title: replaywindow.decode(stored, replay_window)
+            for title, stored in (windows or {}).items()
+        }
+        self._pending_counters: set[tuple[bytes, int]] = set()
         self._staged: list[AcceptedPush] = []
         self._depths: dict[str, int] = dict.fromkeys(self.sinks, 0)
         self._oldest: dict[str, float] = {}
@@ -343,18 +408,21 @@ class PgStateBackend:
         spool_limit: int = 0,
         spool_full: str = "refuse",
         lease: float = 60.0,
+        replay_window: int = 0,
         **options: Any,
     ) -> PgStateBackend:
         """Connect, migrate the schema and load counters and depths (blocking)."""
         conn = connect(dsn)
         try:
             migrate(conn)
-            counters = {
-                bytes(title): int(counter)
-                for title, counter in conn.execute(
-                    "SELECT system_title, invocation_counter FROM dlmsd_counters"
-                )
-            }
+            counters: dict[bytes, int] = {}
+            windows: dict[bytes, bytes | None] = {}
+            for title, counter, stored in conn.execute(
+                "SELECT system_title, invocation_counter, replay_window FROM dlmsd_counters"
+                " WHERE invocation_counter >= 0"
+            ):
+                counters[bytes(title)] = int(counter)
+                windows[bytes(title)] = None if stored is None else bytes(stored)
             depths = conn.execute(_DEPTHS).fetchall()
         except psycopg.OperationalError as error:
             raise StateUnavailable(f"{redact_dsn(dsn)}: {_first_line(error)}") from None
@@ -371,6 +439,8 @@ class PgStateBackend:
             spool_limit=spool_limit,
             spool_full=spool_full,
             lease=lease,
+            replay_window=replay_window,
+            windows=windows if replay_window else None,
             **options,
         )
         backend._apply_depths(depths)
@@ -475,6 +545,16 @@ class PgStateBackend:
             return committed
         return pending if committed is None or pending > committed else committed
 
+    def accepts_counter(self, system_title: bytes, counter: int) -> bool:
+        width = self.replay_window
+        if not width:
+            last = self.last_counter(system_title)
+            return last is None or counter > last
+        if (system_title, counter) in self._pending_counters:
+            return False
+        seen = self._seen.get(system_title, self._all_seen)
+        return replaywindow.accepts(self._committed.get(system_title), seen, counter, width)
+
     def __len__(self) -> int:
         """Meters with a counter known to this daemon."""
         return len(self._committed)
@@ -486,6 +566,8 @@ class PgStateBackend:
             current = self._pending.get(title)
             if current is None or counter > current:
                 self._pending[title] = counter
+            if self.replay_window:
+                self._pending_counters.add((title, counter))
         self._staged.append(item)
 
     @property
@@ -517,11 +599,15 @@ class PgStateBackend:
         }
         depths = dict(self._depths)
         limit = self.spool_limit if self.spool_full == "drop_oldest" else 0
+        width = self.replay_window
 
-        def write(conn: Any) -> tuple[list[int], dict[str, int]]:
+        def write(conn: Any) -> _Written:
             for attempt in range(3):
                 try:
-                    return self._write(conn, params, depths, limit)
+                    if width:
+                        return self._write_window(conn, params, depths, limit, width)
+                    positions, drops = self._write(conn, params, depths, limit)
+                    return positions, drops, None
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                     if attempt == 2:
                         raise
@@ -535,18 +621,57 @@ class PgStateBackend:
     ) -> tuple[list[int], dict[str, int]]:
         with conn.transaction():
             positions = [int(row[0]) - 1 for row in conn.execute(_COMMIT, params)]
-            drops: dict[str, int] = {}
-            if limit:
-                for sink in params["sinks"]:
-                    excess = depths.get(sink, 0) + len(positions) - limit
-                    if excess > 0:
-                        conn.execute(_DROP_OLDEST, (sink, excess))
-                        drops[sink] = excess
+            drops = _drop_excess(conn, params["sinks"], depths, len(positions), limit)
         return positions, drops
+
+    @staticmethod
+    def _write_window(
+        conn: Any, params: dict[str, Any], depths: dict[str, int], limit: int, width: int
+    ) -> _Written:
+        """The commit with a replay window (see `_ENSURE_COUNTERS`)."""
+        titles, counters = params["titles"], params["counters"]
+        with conn.transaction():
+            meters = sorted({t for t, c in zip(titles, counters, strict=True) if c >= 0})
+            states: dict[bytes, tuple[int | None, int]] = {}
+            if meters:
+                conn.execute(_ENSURE_COUNTERS, (meters,))
+                for title, highest, stored in conn.execute(_LOCK_COUNTERS, (meters,)):
+                    known = None if highest == _NO_COUNTER else int(highest)
+                    states[bytes(title)] = (known, replaywindow.decode(stored, width))
+            positions = []
+            for position, (title, counter) in enumerate(zip(titles, counters, strict=True)):
+                if counter >= 0:
+                    highest, seen = states[title]
+                    if not replaywindow.accepts(highest, seen, counter, width):
+                        continue
+                    states[title] = replaywindow.advance(highest, seen, counter, width)
+                positions.append(position)
+            final = {t: (h, seen) for t, (h, seen) in states.items() if h is not None}
+            if final:
+                conn.execute(
+                    _UPDATE_WINDOWS,
+                    (
+                        list(final),
+                        [h for h, _ in final.values()],
+                        [replaywindow.encode(seen, width) for _, seen in final.values()],
+                    ),
+                )
+            if positions:
+                conn.execute(
+                    _SPOOL_ACCEPTED,
+                    {
+                        "now": params["now"],
+                        "record_ids": [params["record_ids"][p] for p in positions],
+                        "records": [params["records"][p] for p in positions],
+                        "sinks": params["sinks"],
+                    },
+                )
+            drops = _drop_excess(conn, params["sinks"], depths, len(positions), limit)
+        return positions, drops, {t: (int(h), seen) for t, (h, seen) in final.items()}
 
     def _settle(
         self,
-        result: tuple[list[int], dict[str, int]] | Failure,
+        result: _Written | Failure,
         items: list[AcceptedPush],
         now: float,
     ) -> CommitResult | Failure:
@@ -560,15 +685,25 @@ class PgStateBackend:
         for title, counter in batch_max.items():
             if pending.get(title, -1) <= counter:
                 pending.pop(title, None)
+        if self.replay_window:
+            self._pending_counters.difference_update(
+                (item.system_title, item.invocation_counter) for item in items
+            )
         if isinstance(result, Failure):
             return result
-        positions, drops = result
-        # Refused pushes were taken by someone else: the database holds at least
-        # their counter, so remembering it keeps their replays cheap.
+        positions, drops, states = result
         committed = self._committed
-        for title, counter in batch_max.items():
-            if counter > committed.get(title, -1):
-                committed[title] = counter
+        if states is not None:
+            # The database's window of each meter of the batch, as of this commit.
+            for title, (highest, seen) in states.items():
+                committed[title] = highest
+                self._seen[title] = seen
+        else:
+            # Refused pushes were taken by someone else: the database holds at least
+            # their counter, so remembering it keeps their replays cheap.
+            for title, counter in batch_max.items():
+                if counter > committed.get(title, -1):
+                    committed[title] = counter
         accepted = len(positions)
         refused = tuple(sorted(set(range(len(items))) - set(positions)))
         self.commits += 1

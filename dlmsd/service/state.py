@@ -22,10 +22,15 @@ deliberate choice: with commits batched (hundreds of pushes per transaction) a
 commit costs one fsync, well under the time a thread hand-off would add per
 batch, and SQLite connections are simplest kept on one thread.
 
-Schema (``PRAGMA user_version`` = 1)::
+Schema (``PRAGMA user_version`` = 2; version 2 added ``replay_window``)::
 
-    counters(system_title BLOB PRIMARY KEY, invocation_counter INTEGER)
+    counters(system_title BLOB PRIMARY KEY, invocation_counter INTEGER, replay_window BLOB)
     spool(id INTEGER PRIMARY KEY, sink TEXT, record_id TEXT, record TEXT, created_at REAL)
+
+``replay_window`` holds the anti-replay bitmap below the counter when the
+daemon runs with ``[state] replay_window`` > 0 (`dlmsd.service.replaywindow`);
+NULL (a strict daemon advanced the counter) reads as "every counter below it
+seen". The bitmap is written with the counter in the same commit.
 
 `record_id` is ``<system title hex>:<invocation counter>``: stable, so sinks and
 their consumers can drop the duplicates at-least-once delivery may produce.
@@ -58,15 +63,18 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
+from dlmsd.service import replaywindow
+
 if TYPE_CHECKING:
     from dlmsd.service.statebackend import CommitResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters ("
     " system_title BLOB PRIMARY KEY,"
-    " invocation_counter INTEGER NOT NULL"
+    " invocation_counter INTEGER NOT NULL,"
+    " replay_window BLOB"
     ") WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS spool ("
     " id INTEGER PRIMARY KEY,"
@@ -79,11 +87,20 @@ _SCHEMA = (
 )
 
 # Advance a counter only upwards: the in-memory check already refused
-# replays, this keeps a stale or reordered batch from moving it back.
+# replays, this keeps a stale or reordered batch from moving it back. A strict
+# advance leaves no window (NULL: everything below the counter counts as seen).
 _UPSERT_COUNTER = (
     "INSERT INTO counters (system_title, invocation_counter) VALUES (?, ?)"
-    " ON CONFLICT (system_title) DO UPDATE SET invocation_counter = excluded.invocation_counter"
+    " ON CONFLICT (system_title) DO UPDATE SET invocation_counter = excluded.invocation_counter,"
+    " replay_window = NULL"
     " WHERE excluded.invocation_counter > counters.invocation_counter"
+)
+# With a replay window: the counter and its bitmap as the memory holds them.
+_UPSERT_WINDOW = (
+    "INSERT INTO counters (system_title, invocation_counter, replay_window) VALUES (?, ?, ?)"
+    " ON CONFLICT (system_title) DO UPDATE SET invocation_counter = excluded.invocation_counter,"
+    " replay_window = excluded.replay_window"
+    " WHERE excluded.invocation_counter >= counters.invocation_counter"
 )
 # Rows go in by multi-row INSERTs of these sizes (largest first): one statement
 # per many rows costs about half of executemany's per-row step, and a handful of
@@ -106,6 +123,13 @@ def _upsert_counters_sql(rows: int) -> str:
     """`_UPSERT_COUNTER` for `rows` (system_title, counter) pairs in one statement."""
     values = ", ".join(["(?, ?)"] * rows)
     return _UPSERT_COUNTER.replace("VALUES (?, ?)", f"VALUES {values}")
+
+
+@functools.cache
+def _upsert_windows_sql(rows: int) -> str:
+    """`_UPSERT_WINDOW` for `rows` (system_title, counter, window) triples in one statement."""
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return _UPSERT_WINDOW.replace("VALUES (?, ?, ?)", f"VALUES {values}")
 
 
 @functools.cache
@@ -310,6 +334,7 @@ class StateStore:
         clock: Callable[[], float] = time.time,
         spool_limit: int = 0,
         spool_full: SpoolFullPolicy = "refuse",
+        replay_window: int = 0,
     ) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(
@@ -324,6 +349,11 @@ class StateStore:
         self.path = path
         self.sinks = tuple(sinks)
         self._clock = clock
+        self.replay_window = replay_window
+        # Per meter, the window's bitmap below its counter (replay_window > 0 only).
+        self._seen: dict[bytes, int] = {}
+        self._all_seen = (1 << replay_window) - 1
+        self._committed_seen: dict[bytes, int | None] = {}
         self._staged: list[AcceptedPush] = []
         # Counters as they were in the database before staging touched them,
         # to put back if the commit fails.
@@ -331,9 +361,13 @@ class StateStore:
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._setup(synchronous)
-            self._counters: dict[bytes, int] = dict(
-                self._db.execute("SELECT system_title, invocation_counter FROM counters")
-            )
+            self._counters: dict[bytes, int] = {}
+            for title, counter, window in self._db.execute(
+                "SELECT system_title, invocation_counter, replay_window FROM counters"
+            ):
+                self._counters[title] = counter
+                if replay_window:
+                    self._seen[title] = replaywindow.decode(window, replay_window)
             self._depths: dict[str, int] = dict.fromkeys(self.sinks, 0)
             # Queues of sinks no longer configured do not count towards the limit.
             for sink, depth in self._db.execute("SELECT sink, COUNT(*) FROM spool GROUP BY sink"):
@@ -365,6 +399,9 @@ class StateStore:
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
+                columns = [row[1] for row in db.execute("PRAGMA table_info(counters)")]
+                if columns and "replay_window" not in columns:  # version 1
+                    db.execute("ALTER TABLE counters ADD COLUMN replay_window BLOB")
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -378,6 +415,16 @@ class StateStore:
     def last_counter(self, system_title: bytes) -> int | None:
         """The highest invocation counter accepted (staged or committed), or None."""
         return self._counters.get(system_title)
+
+    def accepts_counter(self, system_title: bytes, counter: int) -> bool:
+        """False when `counter` was accepted or staged already, or is too old
+        (strict: not above the highest; with a window: below it or seen)."""
+        highest = self._counters.get(system_title)
+        width = self.replay_window
+        if not width:
+            return highest is None or counter > highest
+        seen = self._seen.get(system_title, self._all_seen)
+        return replaywindow.accepts(highest, seen, counter, width)
 
     def __len__(self) -> int:
         """Number of meters with a counter."""
@@ -394,8 +441,18 @@ class StateStore:
         title, counter = item.system_title, item.invocation_counter
         current = self._counters.get(title)
         self._committed_counters.setdefault(title, current)
+        width = self.replay_window
         # A negative counter marks a push without one (plaintext): it moves nothing.
-        if counter >= 0 and (current is None or counter > current):
+        if width and counter >= 0:
+            seen = self._seen.get(title)
+            self._committed_seen.setdefault(title, seen)
+            if seen is None:
+                seen = self._all_seen
+            if replaywindow.accepts(current, seen, counter, width):
+                self._counters[title], self._seen[title] = replaywindow.advance(
+                    current, seen, counter, width
+                )
+        elif counter >= 0 and (current is None or counter > current):
             self._counters[title] = counter
         self._staged.append(item)
 
@@ -412,6 +469,7 @@ class StateStore:
         """
         items, self._staged = self._staged, []
         previous, self._committed_counters = self._committed_counters, {}
+        previous_seen, self._committed_seen = self._committed_seen, {}
         if not items:
             return 0
         try:
@@ -422,6 +480,11 @@ class StateStore:
                     self._counters.pop(title, None)
                 else:
                     self._counters[title] = counter
+            for title, seen in previous_seen.items():
+                if seen is None:
+                    self._seen.pop(title, None)
+                else:
+                    self._seen[title] = seen
             raise
         return len(items)
 
@@ -442,7 +505,19 @@ class StateStore:
             title, counter = item.system_title, item.invocation_counter
             if counter > best.get(title, -1):
                 best[title] = counter
-        counter_params = list(itertools.chain.from_iterable(best.items()))
+        width = self.replay_window
+        if width:
+            # The memory holds the state after this batch: write it as it is.
+            counters, seen = self._counters, self._seen
+            everything = self._all_seen
+            rows = [
+                (t, counters[t], replaywindow.encode(seen.get(t, everything), width)) for t in best
+            ]
+            counter_params = list(itertools.chain.from_iterable(rows))
+            upsert, columns = _upsert_windows_sql, 3
+        else:
+            counter_params = list(itertools.chain.from_iterable(best.items()))
+            upsert, columns = _upsert_counters_sql, 2
         # record_id, record of every push, flat: a chunk's parameters are a slice.
         record_params = list(itertools.chain.from_iterable(map(_record_fields, items)))
         drops = self._excess(len(items))
@@ -450,7 +525,7 @@ class StateStore:
         def body(db: sqlite3.Connection) -> None:
             for start, size in _chunks(len(best)):
                 db.execute(
-                    _upsert_counters_sql(size), counter_params[2 * start : 2 * (start + size)]
+                    upsert(size), counter_params[columns * start : columns * (start + size)]
                 )
             # One sink after the other, so each sink's rows of a batch have
             # consecutive ids and its acknowledgement is one range delete.

@@ -96,6 +96,11 @@ class StateBackend(Protocol):
         """The highest counter this daemon knows accepted or staged (a lower bound)."""
         ...
 
+    def accepts_counter(self, system_title: bytes, counter: int) -> bool:
+        """The local replay pre-check: False when `counter` was accepted or staged
+        already, or is below the replay window (strict: not above `last_counter`)."""
+        ...
+
     def stage(self, item: AcceptedPush) -> None:
         """Add a verified push to the next commit; its counter moves locally at once."""
         ...
@@ -200,6 +205,7 @@ def open_state_backend(config: Config, clock: Callable[[], float] | None = None)
             spool_limit=state.spool_limit,
             spool_full=spool_full,
             lease=state.spool_lease,
+            replay_window=state.replay_window,
         )
     return StateStore(
         sqlite_path(dsn),
@@ -208,6 +214,7 @@ def open_state_backend(config: Config, clock: Callable[[], float] | None = None)
         clock=clock,
         spool_limit=state.spool_limit,
         spool_full=spool_full,
+        replay_window=state.replay_window,
     )
 
 

@@ -38,7 +38,11 @@ def _fill(dsn: str) -> None:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO dlmsd_counters VALUES (%s, 2, 1)", (A,))
+        conn.execute(
+            "INSERT INTO dlmsd_counters (system_title, invocation_counter, previous_counter)"
+            " VALUES (%s, 2, 1)",
+            (A,),
+        )
         for item in items:
             conn.execute(
                 "INSERT INTO dlmsd_spool (sink, record_id, record, created_at)"
@@ -55,9 +59,9 @@ def test_migrate_check_export(capsys: pytest.CaptureFixture[str], dsn: str) -> N
         code, out, _ = run(capsys, "check", "--dsn", dsn)
         assert code == 1 and "dlmsd state migrate" in out
     code, out, _ = run(capsys, "migrate", "--dsn", dsn)
-    assert code == 0 and "schema version 0 -> 1" in out
+    assert code == 0 and "schema version 0 -> 2" in out
     code, out, _ = run(capsys, "migrate", "--dsn", dsn)
-    assert code == 0 and "schema version 1 -> 1" in out
+    assert code == 0 and "schema version 2 -> 2" in out
     _fill(dsn)
     code, out, _ = run(capsys, "check", "--dsn", dsn)
     assert code == 0, out
