@@ -144,7 +144,7 @@ SELECT position FROM accepted
 # the row lock, as with the single statement.
 _ENSURE_COUNTERS = (
     "INSERT INTO dlmsd_counters (system_title, invocation_counter)"
-    " SELECT t FROM unnest(%s::bytea[]) AS u(t) ORDER BY t"
+    " SELECT t, -1 FROM unnest(%s::bytea[]) AS u(t) ORDER BY t"
     " ON CONFLICT (system_title) DO NOTHING"
 )
 _LOCK_COUNTERS = (
