@@ -101,6 +101,19 @@ def test_typo_names_the_key_and_suggests_the_right_one() -> None:
         (("[[listeners.udp]]", "[[listeners.udp]]\nmax_frame_size = 4"), "max_frame_size"),
         (("[[listeners.udp]]", "[[listeners.tcp]]\nidle_timeout = -1"), "idle_timeout"),
         (("[[listeners.udp]]", "[[listeners.tcp]]\nmax_connections = 0"), "max_connections"),
+        (
+            ("[[listeners.udp]]", "[[listeners.tcp]]\nmax_connections_per_source = 0"),
+            "listeners.tcp[0].max_connections_per_source: expected an integer 1..",
+        ),
+        (
+            ("[[listeners.udp]]", "[[listeners.hdlc_tcp]]\nmax_connections_per_source = 0"),
+            "listeners.hdlc_tcp[0].max_connections_per_source",
+        ),
+        (
+            ("[[sinks]]", "[state]\nreplay_window = -1\n[[sinks]]"),
+            "state.replay_window: expected an integer 0..4096",
+        ),
+        (("[[sinks]]", "[state]\nreplay_window = 5000\n[[sinks]]"), "state.replay_window"),
         (("[[listeners.udp]]", "[[listeners.hdlc_serial]]\nbaudrate = 9600"), "device"),
         (
             ("[[listeners.udp]]", '[[listeners.hdlc_serial]]\ndevice = "/dev/x"\nparity = "X"'),
