@@ -379,3 +379,29 @@ def test_hdlc_tcp_system_title_is_validated_like_the_serial_one(tmp_path: Path) 
     setup = make_setup(tmp_path, hdlc_serial={"device": "/dev/null", "meter": ""})
     with pytest.raises(ConfigError, match=r"listeners.hdlc_serial\[0\].meter: .*non-empty"):
         start(setup)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hdlc_tcp_holds_a_source_to_its_limit_and_evicts_at_max_connections(
+    tmp_path: Path,
+) -> None:
+    from tests.service.test_tcp import connect_from, is_closed
+
+    setup = make_setup(tmp_path, hdlc_tcp={"max_connections": 4, "max_connections_per_source": 3})
+    service = start(setup)
+    port = port_of(service, "hdlc_tcp")
+    socks = [connect_from("127.0.0.2", port) for _ in range(5)]
+    try:
+        per_source = "dlmsd_tcp_connections_refused_per_source_total"
+        await wait_until(lambda: metric(service, per_source, listener="hdlc_tcp") == 2)
+        socks.append(connect_from("127.0.0.3", port))  # the 4th: the table is full now
+        await wait_until(lambda: metric(service, "dlmsd_tcp_connections_open") == 4)
+        socks.append(connect_from("127.0.0.1", port))  # displaces 127.0.0.2's oldest
+        evicted = "dlmsd_tcp_connections_evicted_total"
+        await wait_until(lambda: metric(service, evicted, listener="hdlc_tcp") == 1)
+        await wait_until(lambda: is_closed(socks[0]))
+        assert not is_closed(socks[-1]) and not is_closed(socks[-2])
+    finally:
+        for sock in socks:
+            sock.close()
+        await stop(service)
