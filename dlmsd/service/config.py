@@ -40,6 +40,8 @@ MAX_WRAPPER_FRAME = 8 + 0xFFFF
 DEFAULT_STATE_DIR = Path("/var/lib/dlmsd")
 
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 SYNCHRONOUS_MODES = ("normal", "full")
 SPOOL_FULL_POLICIES = ("refuse", "drop_oldest")
 SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
@@ -57,6 +59,10 @@ class DaemonConfig:
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_format: str = "text"
+    # Events below `log_level` are dropped; `log_levels` sets it per logger
+    # namespace (``"dlmsd.sinks" = "debug"``; a namespace covers its children).
+    log_level: str = "info"
+    log_levels: Mapping[str, str] = attrs.field(factory=dict)
 
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -292,7 +298,21 @@ def _daemon(table: _Table) -> DaemonConfig:
     return DaemonConfig(
         state_dir=table.path("state_dir", DEFAULT_STATE_DIR),
         log_format=table.choice("log_format", LOG_FORMATS, "text"),
+        log_level=table.choice("log_level", LOG_LEVELS, "info"),
+        log_levels=_log_levels(table),
     )
+
+
+def _log_levels(daemon: _Table) -> dict[str, str]:
+    """``[daemon.log_levels]``: logger namespace = level."""
+    levels = _Table(daemon.raw("log_levels", {}), daemon.key("log_levels"), None)
+    for namespace, _ in levels.items():
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ConfigError(
+                f"{levels.key(namespace)}: expected a logger namespace (dotted names), "
+                f"got {namespace!r}"
+            )
+    return {namespace: levels.choice(namespace, LOG_LEVELS) for namespace, _ in levels.items()}
 
 
 def _listeners(table: _Table) -> ListenersConfig:
@@ -546,6 +566,10 @@ class _Table:
 
     def has(self, key: str) -> bool:
         return key in self._raw
+
+    def raw(self, key: str, default: Any) -> Any:
+        """A value as written (for sub-tables a section reads itself)."""
+        return self._value(key, default)
 
     def _value(self, key: str, default: Any) -> Any:
         if key in self._raw:

@@ -267,9 +267,12 @@ class Ingest:
             )
         self.metrics.rejected(RejectReason.UNKNOWN_METER)
         if self.quarantine.should_log(title, now):
+            # The 16-hex title is what `dlmsd keys add` takes; the FLAG form helps people.
             self.log.warn(
-                "push rejected: {reason} {meter} from {source} ({transport}); frame quarantined",
+                "push rejected: {reason} system title {system_title} ({meter}) from {source}"
+                " ({transport}); frame quarantined",
                 reason=RejectReason.UNKNOWN_METER.value,
+                system_title=title.hex().upper() if title else "-",
                 meter=display_id(title) if title else "without system title",
                 source=source,
                 transport=transport,

@@ -28,7 +28,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import FileLogObserver, ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
@@ -45,7 +45,7 @@ from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import KeyFileError, KeyStore
-from dlmsd.service.logging import json_lines_observer
+from dlmsd.service.logging import daemon_observer
 from dlmsd.service.metrics import Metrics, listen_metrics
 from dlmsd.service.quarantine import Quarantine
 from dlmsd.service.readback import Readback
@@ -174,16 +174,16 @@ class DaemonService(MultiService):
         self._reactor = reactor
         self._handle_signals = handle_signals
         self._previous_hup: Any = None
-        self.log_observer: FileLogObserver | None = None
-        if config.daemon.log_format == "json":
-            self.log_observer = json_lines_observer()
+        daemon = config.daemon
+        self.log_observer = daemon_observer(daemon.log_format, daemon.log_level, daemon.log_levels)
         # Children in start order; `startService` keeps it, `stopService` orders the stop.
         for child in (*self.pumps, *([metrics_service] if metrics_service else []), *listeners):
             child.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for an ILogObserver before it starts
-        # logging: that is how `log_format = "json"` replaces its text lines.
+        # logging: that is how `log_format = "json"` and the log levels replace its
+        # text lines.
         if self.log_observer is not None and isinstance(parent, Componentized):
             parent.setComponent(ILogObserver, self.log_observer)  # type: ignore[no-untyped-call]
         super().setServiceParent(parent)  # type: ignore[no-untyped-call]

@@ -46,7 +46,12 @@ from twisted.internet import defer, error, task
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 from twisted.web.error import SchemeNotSupported
 
 from dlmsd.service.quarantine import LogRateLimiter
@@ -153,6 +158,8 @@ class HttpSink:
         self._client: HTTPClient | None = None
         self._pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         self._pool.maxPersistentPerHost = 2
+        # Each new connection's factory would log "Starting/Stopping factory" at info.
+        self._pool._factory = _QuietClientFactory
         self._last_post = float("-inf")
         self._log_limit = LogRateLimiter(60.0)
         self._closed = False
@@ -310,6 +317,12 @@ class HttpSink:
         self._closed = True
         closing: Deferred[None] = self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]
         return closing
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """The pool's connection factory without the per-connection info lines."""
+
+    noisy = False
 
 
 class _Problem(Exception):

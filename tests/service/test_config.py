@@ -62,6 +62,7 @@ def test_minimal_config_gets_the_defaults() -> None:
         "udp:0.0.0.0:4059",
     )
     assert config.daemon.log_format == "text"
+    assert (config.daemon.log_level, dict(config.daemon.log_levels)) == ("info", {})
     assert config.metrics.per_meter is False
     assert config.state.synchronous == "full"
     assert config.sinks[0].name == "jsonl"
@@ -124,6 +125,16 @@ def test_typo_names_the_key_and_suggests_the_right_one() -> None:
             "listeners.hdlc_serial[0].system_title: expected a system title",
         ),
         (("[daemon]", '[daemon]\nlog_format = "xml"'), "daemon.log_format: expected one of"),
+        (("[daemon]", '[daemon]\nlog_level = "trace"'), "daemon.log_level: expected one of"),
+        (("[daemon]", "[daemon]\nlog_levels = 3"), "daemon.log_levels: expected a table"),
+        (
+            ("[daemon]", '[daemon]\nlog_levels = { "dlmsd.sinks" = "loud" }'),
+            "daemon.log_levels.dlmsd.sinks: expected one of",
+        ),
+        (
+            ("[daemon]", '[daemon]\nlog_levels = { "a b" = "info" }'),
+            "daemon.log_levels.a b: expected a logger namespace",
+        ),
         (('state_dir = "/var/lib/dlmsd"', "state_dir = 3"), "daemon.state_dir: expected a path"),
         (('files = ["/etc/dlmsd/keys.toml"]', "files = []"), "keys.files: at least one"),
         (('files = ["/etc/dlmsd/keys.toml"]', 'files = "/etc/keys"'), "keys.files: expected"),

@@ -191,6 +191,23 @@ async def test_batches_of_max_batch_arrive_in_order(
 
 
 @on_reactor
+async def test_connections_do_not_log_starting_and_stopping_factory(
+    endpoint: tuple[Endpoint, int], tmp_path: Path
+) -> None:
+    # Twisted's client factories log both lines at info for every new connection.
+    resource, port = endpoint
+    with LogCapture() as logs:
+        for counter in range(3):
+            http = sink(f"http://127.0.0.1:{port}/", tmp_path)
+            try:
+                await http.deliver([record(counter)])
+            finally:
+                await http.close()
+    assert len(resource.posts) == 3
+    assert "Starting factory" not in logs.text and "Stopping factory" not in logs.text
+
+
+@on_reactor
 async def test_linger_spaces_small_posts(endpoint: tuple[Endpoint, int], tmp_path: Path) -> None:
     resource, port = endpoint
     http = sink(f"http://127.0.0.1:{port}/", tmp_path, max_batch=10, linger=0.3)
