@@ -376,9 +376,13 @@ class Ingest:
         self.metrics.pushes_accepted.inc(result.accepted)
         if self._per_meter is not None:
             refused = set(result.refused)
+            last_push = self.metrics.meter_last_push
+            now = self._clock()
             for position, meter in enumerate(meters):
                 if position not in refused:
                     self._per_meter.labels(meter).inc()
+                    if last_push is not None:
+                        last_push[meter] = now
         if result.accepted:
             for notify in self.on_commit:
                 notify()

@@ -43,6 +43,7 @@ from dlmsd.service.config import (
 )
 from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
+from dlmsd.service.health import Health, health_resources
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import KeyFileError, KeyStore
 from dlmsd.service.logging import daemon_observer
@@ -174,6 +175,7 @@ class DaemonService(MultiService):
         self._reactor = reactor
         self._handle_signals = handle_signals
         self._previous_hup: Any = None
+        self.health: Health | None = None  # /readyz's checks, when metrics are served
         daemon = config.daemon
         self.log_observer = daemon_observer(daemon.log_format, daemon.log_level, daemon.log_levels)
         # Children in start order; `startService` keeps it, `stopService` orders the stop.
@@ -373,13 +375,16 @@ def _assemble(
     metrics.registry.register(StateCollector(state, config.state.instance or default_instance()))
     state.on_drop = SpoolDropReporter()
     metrics_service = None
+    health = Health()
     if config.metrics.enabled:
         settings = config.metrics
         metrics_service = PortService(
             "metrics",
-            lambda: listen_metrics(reactor, metrics, settings.port, settings.address),
+            lambda: listen_metrics(
+                reactor, metrics, settings.port, settings.address, health_resources(health)
+            ),
         )
-    return DaemonService(
+    health.daemon = service = DaemonService(
         config=config,
         keystore=keystore,
         state=state,
@@ -394,6 +399,8 @@ def _assemble(
         reactor=reactor,
         handle_signals=handle_signals,
     )
+    service.health = health
+    return service
 
 
 def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) -> list[SpoolPump]:
@@ -412,7 +419,7 @@ def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) 
                 settings.batch_size,
                 settings.retry_backoff,
                 reactor=reactor,
-                on_delivered=lambda name, count: metrics.readings_written.labels(name).inc(count),
+                on_delivered=metrics.delivered,
             )
         )
     return pumps

@@ -10,16 +10,22 @@ push (`ReactorCounter`, `ReactorHistogram`) are plain numbers without locks.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
+    Info,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -95,9 +101,16 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.records_delivered = Counter(
+            "dlmsd_records_delivered",
+            "Records delivered to a sink, per sink.",
+            ["sink"],
+            registry=registry,
+        )
+        # The name before 0.2: same numbers, kept one release for existing dashboards.
         self.readings_written = Counter(
             "dlmsd_readings_written",
-            "Records delivered to a sink, per sink.",
+            "Deprecated (removed after 0.2): dlmsd_records_delivered_total under its old name.",
             ["sink"],
             registry=registry,
         )
@@ -149,6 +162,7 @@ class Metrics:
             registry=registry,
         )
         self.meter_pushes: Counter | None = None
+        self.meter_last_push: dict[str, float] | None = None
         if per_meter:
             self.meter_pushes = Counter(
                 "dlmsd_meter_pushes_accepted",
@@ -156,6 +170,14 @@ class Metrics:
                 ["meter"],
                 registry=registry,
             )
+            self.meter_last_push = {}
+            registry.register(_LastPushCollector(self.meter_last_push))
+        Info(
+            "dlmsd_build", "The running dlmsd: versions of it and its runtime.", registry=registry
+        ).info(build_labels())
+        # The process and runtime series every Prometheus client exports by default.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
         self._rejected = {reason: self.pushes_rejected.labels(reason) for reason in REJECT_REASONS}
         self._spool = _SpoolCollector()
         registry.register(self._spool)
@@ -179,9 +201,15 @@ class Metrics:
         self._spool.depth = depth
         self._spool.oldest_age = oldest_age
 
+    def delivered(self, sink: str, count: int) -> None:
+        """Count records a sink confirmed (under the new name and the old one)."""
+        self.records_delivered.labels(sink).inc(count)
+        self.readings_written.labels(sink).inc(count)
+
     def render(self) -> bytes:
-        """The exposition text, as ``/metrics`` serves it."""
-        return generate_latest(self.registry)
+        """The exposition text, as ``/metrics`` serves it (without ``_created`` series:
+        they double the series count and no dashboard reads them)."""
+        return generate_latest(_WithoutCreated(self.registry))
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """One sample's current value (0.0 when absent); for tests and the simulator."""
@@ -274,6 +302,54 @@ class ReactorHistogram(Collector):
         yield family
 
 
+def build_labels() -> dict[str, str]:
+    """``dlmsd_build_info``'s labels: dlmsd, Python and Twisted versions."""
+    from dlmsd import __version__
+
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "twisted": importlib.metadata.version("twisted"),
+    }
+
+
+class _WithoutCreated:
+    """A registry's families minus their ``_created`` samples (what `generate_latest` reads)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+class _LastPushCollector(Collector):
+    """``dlmsd_meter_last_push_timestamp_seconds{meter}``: when a meter's last push was
+    committed (per_meter only), to alert on a meter that went silent."""
+
+    def __init__(self, last: Mapping[str, float]) -> None:
+        self._last = last
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for meter, when in list(self._last.items()):
+            family.add_metric([meter], when)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "dlmsd_meter_last_push_timestamp_seconds",
+            "When a push of this meter was last accepted, Unix time (metrics.per_meter).",
+            labels=["meter"],
+        )
+
+
 class _SpoolCollector(Collector):
     """Spool gauges computed when scraped, never stored."""
 
@@ -323,16 +399,18 @@ class MetricsResource(Resource):
 
 
 class _Root(Resource):
-    """Only ``/metrics`` exists; anything else is a plain 404."""
+    """Only the children put in exist; anything else is a plain 404."""
 
     def getChild(self, path: bytes, request: Request) -> Any:
         return notFound()
 
 
-def metrics_site(metrics: Metrics) -> Site:
-    """A web site with ``/metrics`` (and nothing else)."""
+def metrics_site(metrics: Metrics, children: Mapping[bytes, Resource] | None = None) -> Site:
+    """A web site with ``/metrics`` and `children` (``/healthz``, ``/readyz``)."""
     root = _Root()  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", MetricsResource(metrics))  # type: ignore[arg-type]
+    for path, child in (children or {}).items():
+        root.putChild(path, child)  # type: ignore[arg-type]
     site = Site(root)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
     site.noisy = False
@@ -341,7 +419,14 @@ def metrics_site(metrics: Metrics) -> Site:
     return site
 
 
-def listen_metrics(reactor: Any, metrics: Metrics, port: int, address: str) -> IListeningPort:
-    """Serve ``/metrics`` on `address`:`port` (0 = any free port)."""
-    port_: IListeningPort = reactor.listenTCP(port, metrics_site(metrics), interface=address)
+def listen_metrics(
+    reactor: Any,
+    metrics: Metrics,
+    port: int,
+    address: str,
+    children: Mapping[bytes, Resource] | None = None,
+) -> IListeningPort:
+    """Serve ``/metrics`` (and `children`) on `address`:`port` (0 = any free port)."""
+    site = metrics_site(metrics, children)
+    port_: IListeningPort = reactor.listenTCP(port, site, interface=address)
     return port_

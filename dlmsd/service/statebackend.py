@@ -19,7 +19,6 @@ commit (`commit_staged`), which reports the pushes it refused.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -175,8 +174,10 @@ def redact_dsn(dsn: str) -> str:
 
 
 def default_instance() -> str:
-    """The instance label when none is configured: host name and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The instance label when none is configured: the host name, stable across
+    restarts (series and spool leases continue; several daemons on one host
+    sharing a database need ``state.instance``)."""
+    return socket.gethostname()
 
 
 def open_state_backend(config: Config, clock: Callable[[], float] | None = None) -> StateBackend:

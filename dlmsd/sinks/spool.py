@@ -35,13 +35,26 @@ class SinkHealth:
     never holds a secret.
     """
 
-    __slots__ = ("connected", "dead_letters", "errors", "last_error")
+    __slots__ = ("_connected", "changed_at", "dead_letters", "errors", "last_error")
 
     def __init__(self, connected: bool | None = None) -> None:
-        self.connected = connected
+        self._connected = connected
+        # When `connected` last changed (monotonic): /readyz gives a lost connection time.
+        self.changed_at = time.monotonic()
         self.errors: dict[str, int] = {}
         self.last_error = ""
         self.dead_letters = 0
+
+    @property
+    def connected(self) -> bool | None:
+        """True/False for sinks with a connection, None for the others."""
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool | None) -> None:
+        if value != self._connected:
+            self._connected = value
+            self.changed_at = time.monotonic()
 
     def error(self, kind: str, message: str) -> None:
         """Count one error of `kind` and remember its message."""

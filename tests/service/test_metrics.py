@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor as _reactor
 
+import dlmsd
 from dlmsd.service import simulator
 from dlmsd.service.metrics import (
     _DECODE_BUCKETS,
@@ -108,6 +113,32 @@ def test_reactor_histogram_exports_what_prometheus_histogram_does(values: list[f
     assert "decode_seconds_created " in generate_latest(ours).decode()
 
 
+def test_the_exposition_has_build_info_process_metrics_and_no_created_series() -> None:
+    metrics = Metrics()
+    metrics.pushes_accepted.inc()
+    metrics.listener("udp").inc()
+    metrics.decode_seconds.observe(0.001)
+    text = metrics.render().decode()
+    assert "_created" not in text
+    found = samples(text)
+    labels = (
+        ("python", platform.python_version()),
+        ("twisted", importlib.metadata.version("twisted")),
+        ("version", dlmsd.__version__),
+    )
+    assert found[("dlmsd_build_info", labels)] == 1
+    assert found[("process_resident_memory_bytes", ())] > 0
+    assert found[("process_open_fds", ())] > 0
+    assert ("python_gc_collections_total", (("generation", "0"),)) in found
+
+
+def test_delivered_records_count_under_the_new_and_the_old_name() -> None:
+    metrics = Metrics()
+    metrics.delivered("jsonl", 5)
+    assert metrics.value("dlmsd_records_delivered_total", {"sink": "jsonl"}) == 5
+    assert metrics.value("dlmsd_readings_written_total", {"sink": "jsonl"}) == 5
+
+
 def test_listener_counter_is_bound_once_and_refuses_to_go_down() -> None:
     metrics = Metrics()
     counter = metrics.listener("udp")
@@ -141,6 +172,7 @@ def test_spool_gauges_are_read_when_scraped() -> None:
 def test_per_meter_series_only_when_enabled() -> None:
     assert Metrics().meter_pushes is None
     assert "dlmsd_meter" not in Metrics().render().decode()
+    assert Metrics().meter_last_push is None
     metrics = Metrics(per_meter=True)
     assert metrics.meter_pushes is not None
     metrics.meter_pushes.labels("gas-42").inc()
@@ -196,3 +228,10 @@ async def test_daemon_metrics_endpoint_shows_the_counters(tmp_path: Path) -> Non
     assert found[("dlmsd_spool_depth", (("sink", "jsonl"),))] == 0
     assert ("dlmsd_spool_oldest_age_seconds", (("sink", "jsonl"),)) in found
     assert found[("dlmsd_meter_pushes_accepted_total", (("meter", "vector-meter"),))] == 1
+    # Per meter, when its last push was accepted: alerts find silent meters with it.
+    pushed = found[("dlmsd_meter_last_push_timestamp_seconds", (("meter", "vector-meter"),))]
+    assert abs(pushed - time.time()) < 60
+    # The new name of the delivered-records counter and the old one, one release long.
+    assert found[("dlmsd_records_delivered_total", (("sink", "jsonl"),))] == 1
+    # A stable instance label: the host name, not host:pid.
+    assert found[("dlmsd_state_info", (("backend", "sqlite"), ("instance", socket.gethostname())))]
