@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint bench fuzz format clean venv test-deps
+.PHONY: run test lint bench fuzz format clean venv test-deps dist install
 
 $(STAMP): setup.cfg pyproject.toml
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -24,7 +24,7 @@ run: $(STAMP)
 	mkdir -p var
 	# git checks files out 0644; the daemon refuses key files others can read
 	chmod 600 etc/keys.toml etc/sim-keys.toml
-	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
+	$(BIN)/dlmsd run --config etc/dlmsd.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check dlmsd tests twisted bench fuzz
@@ -55,5 +55,17 @@ fuzz: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[fuzz]' --config-settings editable_mode=compat
 	$(BIN)/python -m fuzz --execs 1000000 --budget 1800
 
+# sdist and wheel in dist/, checked as PyPI would (twine check).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# A server install (as root): venv with the wheel under PREFIX, the systemd unit, the
+# dlmsd user, /etc/dlmsd with a sample config and an empty key store. DESTDIR stages it.
+PREFIX ?= /opt/dlmsd
+install: dist
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) PYTHON=$(PYTHON) deploy/install.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,7 +3,8 @@
 `systemd-analyze verify` parses the unit as systemd would load it (unknown
 keys, bad values, missing binaries); `systemd-analyze security --offline`
 scores its sandboxing (0 = locked down, 10 = exposed). The ExecStart binary is
-pointed at this checkout's twistd, since /opt/dlmsd does not exist here.
+pointed at this venv's dlmsd, since /opt/dlmsd does not exist here (the
+installed unit is verified in test_install.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not ins
 
 
 def local_unit(directory: Path, text: str | None = None) -> Path:
-    twistd = Path(sys.executable).with_name("twistd")
+    command = Path(sys.executable).with_name("dlmsd")
     unit = directory / "dlmsd.service"
-    unit.write_text((text or UNIT.read_text()).replace("/opt/dlmsd/.venv/bin/twistd", str(twistd)))
+    unit.write_text((text or UNIT.read_text()).replace("/opt/dlmsd/.venv/bin/dlmsd", str(command)))
     return unit
 
 
@@ -59,17 +60,16 @@ def test_the_unit_is_sandboxed(tmp_path: Path) -> None:
     assert float(found.group(1)) <= 2.0
 
 
-def test_the_command_line_is_one_twistd_accepts() -> None:
+def test_the_command_line_is_one_dlmsd_run_accepts() -> None:
     exec_start = next(
         line.split("=", 1)[1]
         for line in UNIT.read_text().splitlines()
         if line.startswith("ExecStart=")
     )
     arguments = exec_start.split()[1:]
-    assert arguments[:3] == ["--nodaemon", "--pidfile=", "dlmsd"]
-    twistd = Path(sys.executable).with_name("twistd")
+    assert arguments == ["run", "--config", "/etc/dlmsd/dlmsd.toml"]
     result = subprocess.run(
-        [str(twistd), *arguments[:3], "--help"],
+        [sys.executable, "-m", "dlmsd.cli", *arguments[:1], "--help"],
         capture_output=True,
         text=True,
         timeout=60,

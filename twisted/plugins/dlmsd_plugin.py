@@ -1,15 +1,11 @@
 """twistd plugin: ``twistd -n dlmsd --config etc/dlmsd.toml``.
 
-Glue only: options and makeService live in `dlmsd.service.maker`.
+Glue only: options and makeService live in `dlmsd.service.maker`; the same
+service maker backs ``dlmsd run`` (which needs no plugin discovery).
 """
 
 from __future__ import annotations
 
-from twisted.application.service import ServiceMaker
+from dlmsd.service.run_cli import service_maker
 
-dlmsd = ServiceMaker(  # type: ignore[no-untyped-call]
-    "dlmsd",
-    "dlmsd.service.maker",
-    "DLMS/COSEM push daemon: receives, authenticates, decodes and stores meter pushes",
-    "dlmsd",
-)
+dlmsd = service_maker()
