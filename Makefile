@@ -42,6 +42,11 @@ test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
 		echo "installing postgresql"; apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi
+	@# promtool (alert rule tests) and docker-compose (compose.yaml validation)
+	@if ! command -v promtool >/dev/null || ! command -v docker-compose >/dev/null; then \
+		echo "installing prometheus (promtool), docker-compose"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus docker-compose; fi
 
 test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
