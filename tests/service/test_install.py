@@ -51,8 +51,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("dlmsd", "twisted"):
         shutil.copytree(REPO / name, source / name, ignore=ignore)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--disable-pip-version-check", "-w", str(work / "dist"), str(source)],
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--disable-pip-version-check"),
+            *("-w", str(work / "dist"), str(source)),
+        ],
         check=True,
         env=clean_env(),
         timeout=300,
@@ -67,8 +70,10 @@ def scratch_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
-        + ["--quiet", "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)],
+        [
+            *(sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"),
+            *("--quiet", "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)),
+        ],
         check=True,
         env=clean_env(),
         timeout=300,
