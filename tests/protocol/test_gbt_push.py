@@ -208,6 +208,9 @@ def message_plans(draw: st.DrawFn) -> list[tuple[bytes, list[bytes], str, int]]:
 def _left_open(plan: tuple[bytes, list[bytes], str, int]) -> bool:
     """The message ends without its last block on the wire."""
     _, chunks, mutation, where = plan
+    if mutation == "swap":
+        # Two blocks swapped: 2 then 1, and block 1 is left waiting for its tail.
+        return len(chunks) == 2
     return mutation == "truncate" or (mutation == "drop" and where == len(chunks) > 1)
 
 
