@@ -144,6 +144,32 @@ _SHRDZM = (
     " (commit 0582f38e6bc750e394dc1226b589ecad059e80b6)"
 )
 
+# --- Iskraemeco AM550 / Siemens IM350 with the push setup's name first --------------
+# Kärnten Netz (and the Siemens IM350 on the same list): the push setup's logical name,
+# the serial number, time and date as two separate octet-strings, +A, -A, +R, -R, +P, -P,
+# two customer information strings. Sources: the pocki80 gist ("KN": the plaintext
+# explained element by element, values stated) and Noschvie/shrdzm Device_IM350.cpp
+# (published AM550 and IM350 frames with their keys; parse_message reads the same six
+# values; "im350Wels" is this list without the two customer information strings).
+_NAME_FIRST = (
+    # The push setup's logical name (0-6:25.9.0): a 6-byte value that is an OBIS code.
+    _e("0-6:25.9.0", _OCTETS, attribute=1, form=FORM_OBIS),
+    _e("0-0:96.1.0", _TEXT),  # serial number
+    # Time and date as two separate octet-strings: the OBIS local time and local date.
+    _e("1-0:0.9.1", _OCTETS, form=FORM_TIME),
+    _e("1-0:0.9.2", _OCTETS, form=FORM_DATE),
+    _e("1-0:1.8.0", _U32, 0, WH),
+    _e("1-0:2.8.0", _U32, 0, WH),
+    _e("1-0:3.8.0", _U32, 0, VARH),
+    _e("1-0:4.8.0", _U32, 0, VARH),
+    _e("1-0:1.7.0", _U32, 0, W),
+    _e("1-0:2.7.0", _U32, 0, W),
+)
+_CUSTOMER_INFO = (
+    _e("0-0:96.13.0", _TEXT),  # customer information text
+    _e("0-0:96.13.1", _TEXT),  # customer information code
+)
+
 PROFILES: tuple[Profile, ...] = (
     Profile(
         "kaifa-ma304-list1",
@@ -208,25 +234,18 @@ PROFILES: tuple[Profile, ...] = (
     Profile(
         "iskra-am550-kaernten-netz",
         "Iskraemeco",
-        "AM550",
+        "AM550 (also Siemens IM350 on the same list)",
         "Kärnten Netz (AT), P1 customer interface",
-        _POCKI80,
-        (
-            # The push setup's logical name (0-6:25.9.0) as the first value.
-            _e("0-6:25.9.0", _OCTETS, attribute=1, form=FORM_OBIS),
-            _e("0-0:96.1.0", _TEXT),  # serial number
-            # Time and date as two separate octet-strings: OBIS local time and date.
-            _e("1-0:0.9.1", _OCTETS, form=FORM_TIME),
-            _e("1-0:0.9.2", _OCTETS, form=FORM_DATE),
-            _e("1-0:1.8.0", _U32, 0, WH),
-            _e("1-0:2.8.0", _U32, 0, WH),
-            _e("1-0:3.8.0", _U32, 0, VARH),
-            _e("1-0:4.8.0", _U32, 0, VARH),
-            _e("1-0:1.7.0", _U32, 0, W),
-            _e("1-0:2.7.0", _U32, 0, W),
-            _e("0-0:96.13.0", _TEXT),  # customer information text
-            _e("0-0:96.13.1", _TEXT),  # customer information code
-        ),
+        f"{_POCKI80}; {_SHRDZM}",
+        (*_NAME_FIRST, *_CUSTOMER_INFO),
+    ),
+    Profile(
+        "siemens-im350-wels",
+        "Siemens",
+        "IM350",
+        "Wels (AT), as the source names it",
+        _SHRDZM,
+        _NAME_FIRST,
     ),
     Profile(
         "lg-e450-netz-burgenland",

@@ -95,6 +95,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.layout_mismatches = Counter(
+            "dlmsd_layout_mismatches",
+            "Accepted pushes whose bare body did not fit the meter's push object list or"
+            " profile: kept without readings.",
+            registry=registry,
+        )
         self.readings_written = Counter(
             "dlmsd_readings_written",
             "Records delivered to a sink, per sink.",

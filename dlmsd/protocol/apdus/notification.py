@@ -9,6 +9,13 @@ Some meters (Kaifa HAN) send it as a tagged Data octet-string, ``09 0C`` + 12
 bytes; that form is accepted and kept (`date_time_tagged`) so it re-encodes
 byte-exact.
 
+Tolerated writer quirk: dlms-cosem's DataNotification encoder (and gateways
+built on it) writes the date-time as an OPTIONAL presence flag, ``01`` + 12
+bytes, without the octet-string length. That form is accepted only when the 12
+bytes are a well-formed COSEM date-time (every field in range or "not
+specified"), and kept (`date_time_flagged`) so it re-encodes byte-exact.
+Anything else is refused as before.
+
 EVENT-NOTIFICATION-Request::
 
     C2 | time: 00 | 01 0C + 12 bytes | cosem-attribute-descriptor(9) | attribute-value (Data)
@@ -38,6 +45,7 @@ from dlmsd.protocol.errors import DecodeError, EncodeError, TruncatedError, Unkn
 _U32 = struct.Struct(">I")
 _DATE_TIME_SIZE = 12
 _OCTET_STRING_TAG = 0x09
+_PRESENCE_FLAG = 0x01
 
 
 def _date_time_from(raw: bytes, offset: int) -> CosemDateTime:
@@ -61,6 +69,7 @@ class DataNotification:
     date_time: CosemDateTime | None
     body: Data
     date_time_tagged: bool = False
+    date_time_flagged: bool = False
 
     @property
     def invoke(self) -> LongInvokeIdAndPriority:
@@ -91,13 +100,20 @@ class DataNotification:
                 f"got {self.long_invoke_id_and_priority}"
             )
         head = b"\x0f" + _U32.pack(self.long_invoke_id_and_priority)
+        if self.date_time_tagged and self.date_time_flagged:
+            raise EncodeError("a date-time is either tagged (09 0C) or flagged (01), not both")
         if self.date_time is None:
-            if self.date_time_tagged:
-                raise EncodeError("a tagged date-time needs a date-time")
+            if self.date_time_tagged or self.date_time_flagged:
+                raise EncodeError("a tagged or flagged date-time needs a date-time")
             stamp = b"\x00"
         else:
             raw = self.date_time.to_bytes()
-            stamp = (b"\x09\x0c" if self.date_time_tagged else b"\x0c") + raw
+            if self.date_time_tagged:
+                stamp = b"\x09\x0c" + raw
+            elif self.date_time_flagged:
+                stamp = b"\x01" + raw
+            else:
+                stamp = b"\x0c" + raw
         return head + stamp + encode_data(self.body)
 
     @classmethod
@@ -110,7 +126,7 @@ class DataNotification:
             raise UnknownTagError(f"DataNotification tag must be 0x0F, got 0x{buf[0]:02X}", 0)
         invoke = _U32.unpack_from(buf, 1)[0]
         length = buf[5]
-        tagged = False
+        tagged = flagged = False
         date_time: CosemDateTime | None
         if length == 0:
             date_time = None
@@ -121,9 +137,13 @@ class DataNotification:
                 start = 7
             elif length == _DATE_TIME_SIZE:
                 start = 6
+            elif length == _PRESENCE_FLAG and well_formed_date_time(buf[6:18]):
+                flagged = True  # the dlms-cosem writer quirk (see the module docstring)
+                start = 6
             else:
                 raise DecodeError(
-                    f"date-time must be 00, 0C + 12 bytes or 09 0C + 12 bytes, got {length:02X}",
+                    "date-time must be 00, 0C + 12 bytes or 09 0C + 12 bytes"
+                    f" (or 01 + a 12-byte COSEM date-time), got {length:02X}",
                     5,
                 )
             offset = start + _DATE_TIME_SIZE
@@ -135,7 +155,10 @@ class DataNotification:
         body, end = decode_data(buf, offset)
         if end != size:
             raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
-        return _make_notification(invoke, date_time, body, tagged)
+        notification = _make_notification(invoke, date_time, body, tagged)
+        if flagged:
+            _set_flagged(notification, True)
+        return notification
 
 
 # Hot path: build decoded notifications through the slot descriptors, skipping the
@@ -145,6 +168,7 @@ _set_invoke = DataNotification.__dict__["long_invoke_id_and_priority"].__set__
 _set_date_time = DataNotification.__dict__["date_time"].__set__
 _set_body = DataNotification.__dict__["body"].__set__
 _set_tagged = DataNotification.__dict__["date_time_tagged"].__set__
+_set_flagged = DataNotification.__dict__["date_time_flagged"].__set__
 
 
 def _make_notification(
@@ -155,7 +179,27 @@ def _make_notification(
     _set_date_time(notification, date_time)
     _set_body(notification, body)
     _set_tagged(notification, tagged)
+    _set_flagged(notification, False)
     return notification
+
+
+def well_formed_date_time(raw: bytes) -> bool:
+    """Whether 12 bytes are a COSEM date-time with every field in range or "not
+    specified" (Blue Book 4.1.6.1); the year is any value."""
+    if len(raw) != _DATE_TIME_SIZE:
+        return False
+    month, day, weekday, hour, minute, second, hundredths = raw[2:9]
+    deviation = int.from_bytes(raw[9:11], "big", signed=True)
+    return (
+        (1 <= month <= 12 or month >= 0xFD)
+        and (1 <= day <= 31 or day >= 0xFD)
+        and (1 <= weekday <= 7 or weekday == 0xFF)
+        and (hour <= 23 or hour == 0xFF)
+        and (minute <= 59 or minute == 0xFF)
+        and (second <= 59 or second == 0xFF)
+        and (hundredths <= 99 or hundredths == 0xFF)
+        and (-720 <= deviation <= 720 or deviation == -0x8000)
+    )
 
 
 @attrs.frozen(slots=True)
