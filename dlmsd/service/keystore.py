@@ -34,7 +34,7 @@ from pathlib import Path
 import attrs
 
 from dlmsd.cosem.profiles import PROFILES, Profile, profile_named
-from dlmsd.cosem.readings import Layout, PushObject
+from dlmsd.cosem.readings import PushObject
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.service.readback_settings import (
@@ -99,18 +99,22 @@ class MeterEntry:
     name: str | None
     labels: Mapping[str, str] = attrs.field(hash=False)
     allowed_security: frozenset[str]
-    push_object_list: tuple[PushObject, ...] | None
+    #: How to read bare push bodies: a push object list or a built-in profile (or None).
+    layout: tuple[PushObject, ...] | Profile | None
     encryption_key: bytes | None = attrs.field(repr=False)
     authentication_key: bytes | None = attrs.field(repr=False)
     #: Push-then-read: what to read on the connection the meter pushed on (None: nothing).
     read_after_push: ReadAfterPush | None = attrs.field(default=None, repr=False)
-    #: A built-in push layout (instead of a push object list).
-    profile: Profile | None = attrs.field(default=None, repr=False)
 
     @property
-    def layout(self) -> Layout | None:
-        """How to read this meter's bare push bodies: its profile or push object list."""
-        return self.profile if self.profile is not None else self.push_object_list
+    def push_object_list(self) -> tuple[PushObject, ...] | None:
+        """The configured push object list (None when none or a profile is set)."""
+        return None if isinstance(self.layout, Profile) else self.layout
+
+    @property
+    def profile(self) -> Profile | None:
+        """The configured built-in profile (``profile = "..."``), else None."""
+        return self.layout if isinstance(self.layout, Profile) else None
 
     @cached_property
     def cipher(self) -> Suite0Cipher | None:
@@ -330,11 +334,10 @@ class _EntryBuilder:
             name=name,
             labels=self._labels_of(where, table.get("labels")),
             allowed_security=security,
-            push_object_list=push_object_list,
+            layout=profile if profile is not None else push_object_list,
             encryption_key=encryption_key,
             authentication_key=authentication_key,
             read_after_push=read_after_push,
-            profile=profile,
         )
 
     def _profile_of(self, where: str, value: object) -> Profile | None:
