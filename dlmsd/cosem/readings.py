@@ -193,9 +193,16 @@ def extract_readings(body: Data, layout: Layout | None = None) -> tuple[Reading,
 
 
 def extract_readings_checked(
-    body: Data, layout: Layout | None = None
+    body: Data, layout: Layout | None = None, descriptors: bool = False
 ) -> tuple[tuple[Reading, ...], str | None]:
-    """`extract_readings`, and why a configured layout did not fit the body (else None)."""
+    """`extract_readings`, and why a configured layout did not fit the body (else None).
+
+    `descriptors`: the body was sent as untagged descriptors and values (Sagemcom
+    XT211, `DataNotification.body_descriptors`): each element is
+    ``structure{class id, OBIS, attribute, value}``.
+    """
+    if descriptors:
+        return readings_of(_from_descriptors(body)), None
     try:
         return readings_of(plan_readings(body, layout)), None
     except LayoutMismatch as error:
@@ -441,6 +448,21 @@ def _text_bytes(item: Data) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "replace")
     return b""
+
+
+def _from_descriptors(body: Data) -> Plan:
+    """A descriptor body (see `extract_readings_checked`): each value under its OBIS
+    code and attribute, self-described, so no layout applies."""
+    plan = Plan()
+    for entry in _children(body) or ():
+        fields = _children(entry)
+        if fields is None or len(fields) != 4:
+            return Plan()
+        name, attribute = fields[1].value, fields[2].value
+        if not isinstance(name, bytes) or len(name) != 6 or not isinstance(attribute, int):
+            return Plan()
+        plan.append((_obis_from(name), fields[3], None, None, attribute, None))
+    return plan
 
 
 def _from_capture_list(items: tuple[Data, ...]) -> Plan | None:

@@ -211,8 +211,8 @@ def compile_shape(
     push_object_list: Layout | None,
 ) -> Shape | None:
     """The shape of a decoded push, or None when its layout is not one we compile."""
-    if plaintext[:1] != bytes((DATA_NOTIFICATION,)):
-        return None
+    if plaintext[:1] != bytes((DATA_NOTIFICATION,)) or notification.body_descriptors:
+        return None  # descriptor bodies (XT211) are not one A-XDR value: full path
     stamp = _date_time_start(plaintext)
     body_offset = 6 if stamp is None else stamp + _DATE_TIME_SIZE
     try:

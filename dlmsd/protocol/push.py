@@ -236,7 +236,9 @@ def open_decrypted(
             0,
         )
     notification = DataNotification.from_bytes(plaintext)
-    readings, mismatch = extract_readings_checked(notification.body, push_object_list)
+    readings, mismatch = extract_readings_checked(
+        notification.body, push_object_list, notification.body_descriptors
+    )
     return Push(envelope, notification, readings, mismatch)
 
 

@@ -210,3 +210,65 @@ def test_six_printable_bytes_are_not_an_obis_code() -> None:
     )
     (serial,) = extract_readings(listed)
     assert serial.value == "160456"
+
+
+# --- Sagemcom XT211: untagged descriptors before each value ------------------------
+# No public capture found; bytes written here in the layout of the esphome dlms_meter
+# parser's "U.ZPA" pattern (F,C,O,A,TV: class id u16, OBIS 6 bytes, attribute i8, then
+# one tagged value; esphome/esphome esphome/components/dlms_meter/dlms_parser.cpp).
+XT211 = bytes.fromhex(
+    "0f00000001"
+    "0c07e80b1a0412000000ffc400"
+    "0203"
+    "0001"
+    "0000600100ff"
+    "02"
+    "0a083132333435363738"  # 0-0:96.1.0 serial number (data)
+    "0003"
+    "0100010800ff"
+    "02"
+    "0600003039"  # 1-0:1.8.0 (register)
+    "0003"
+    "0100200700ff"
+    "02"
+    "1200e6"  # 1-0:32.7.0
+)
+
+
+def test_xt211_descriptor_body_reads_as_values_under_their_descriptors() -> None:
+    notification = DataNotification.from_bytes(XT211)
+    assert notification.body_descriptors
+    assert notification.to_bytes() == XT211
+    envelope = Envelope(XT211, TITLE, None, None, XT211)
+    push = open_decrypted(envelope, XT211)
+    assert [(str(r.obis), r.attribute, r.value) for r in push.readings] == [
+        ("0-0:96.1.0*255", 2, "12345678"),
+        ("1-0:1.8.0*255", 2, 12345),
+        ("1-0:32.7.0*255", 2, 230),
+    ]
+    # The fast path leaves it to the full path (it is not one A-XDR value) and agrees.
+    cache = ShapeCache()
+    for _ in range(3):
+        assert cache.record_json(envelope, XT211) == push.record_json()
+    assert cache.compiled == 0 and cache.failed == 0
+
+
+def test_a_body_that_is_neither_form_is_refused_as_before() -> None:
+    with pytest.raises(DlmsError):
+        DataNotification.from_bytes(XT211[:-1])
+    with pytest.raises(DlmsError):
+        DataNotification.from_bytes(XT211 + b"\x00")
+    # Class id 0 and attribute 0 are no descriptors.
+    with pytest.raises(DlmsError):
+        DataNotification.from_bytes(XT211.replace(bytes.fromhex("0003"), b"\x00\x00", 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=48))
+def test_arbitrary_bodies_give_a_notification_or_a_dlms_error(tail: bytes) -> None:
+    try:
+        notification = DataNotification.from_bytes(XT211[:18] + tail)
+    except DlmsError:
+        return
+    # Whatever was accepted re-encodes to the very bytes.
+    assert notification.to_bytes() == XT211[:18] + tail

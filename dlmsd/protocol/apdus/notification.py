@@ -16,6 +16,16 @@ bytes are a well-formed COSEM date-time (every field in range or "not
 specified"), and kept (`date_time_flagged`) so it re-encodes byte-exact.
 Anything else is refused as before.
 
+Sagemcom XT211 (RS485 customer port) sends a body that is not one A-XDR value:
+``01|02 count`` then, per element, an untagged attribute descriptor (class id
+u16, logical name 6 bytes, attribute i8) followed by one tagged value. A generic
+decoder stops inside the first descriptor. When the body does not decode as
+A-XDR and reads exactly to its end in this form, it is accepted and represented
+as a sequence of ``structure{long-unsigned class id, octet-string OBIS, integer
+attribute, value}`` (`body_descriptors`, so it re-encodes byte-exact).
+Source: esphome/esphome esphome/components/dlms_meter/dlms_parser.cpp (pattern
+"U.ZPA" = ``F,C,O,A,TV``) and Tomer27cz/xt211 components/xt211/xt211_axdr_parser.cpp.
+
 EVENT-NOTIFICATION-Request::
 
     C2 | time: 00 | 01 0C + 12 bytes | cosem-attribute-descriptor(9) | attribute-value (Data)
@@ -38,9 +48,22 @@ from dlmsd.protocol.apdus.common import (
     read_octet_string,
     read_presence,
 )
-from dlmsd.protocol.axdr import Data, decode_data, encode_data
+from dlmsd.protocol.axdr import (
+    Data,
+    DataType,
+    decode_data,
+    decode_length,
+    encode_data,
+    encode_length,
+)
 from dlmsd.protocol.cosem_datetime import CosemDateTime
-from dlmsd.protocol.errors import DecodeError, EncodeError, TruncatedError, UnknownTagError
+from dlmsd.protocol.errors import (
+    DecodeError,
+    DlmsError,
+    EncodeError,
+    TruncatedError,
+    UnknownTagError,
+)
 
 _U32 = struct.Struct(">I")
 _DATE_TIME_SIZE = 12
@@ -70,6 +93,7 @@ class DataNotification:
     body: Data
     date_time_tagged: bool = False
     date_time_flagged: bool = False
+    body_descriptors: bool = False
 
     @property
     def invoke(self) -> LongInvokeIdAndPriority:
@@ -114,6 +138,8 @@ class DataNotification:
                 stamp = b"\x01" + raw
             else:
                 stamp = b"\x0c" + raw
+        if self.body_descriptors:
+            return head + stamp + encode_descriptor_body(self.body)
         return head + stamp + encode_data(self.body)
 
     @classmethod
@@ -152,12 +178,21 @@ class DataNotification:
             date_time = CosemDateTime.from_bytes(bytes(buf[start:offset]))
         if offset >= size:
             raise TruncatedError("DataNotification has no notification-body", offset)
-        body, end = decode_data(buf, offset)
-        if end != size:
-            raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
+        descriptors = False
+        try:
+            body, end = decode_data(buf, offset)
+            if end != size:
+                raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
+        except DlmsError:
+            described = decode_descriptor_body(buf, offset)
+            if described is None:
+                raise
+            body, descriptors = described, True
         notification = _make_notification(invoke, date_time, body, tagged)
         if flagged:
             _set_flagged(notification, True)
+        if descriptors:
+            _set_descriptors(notification, True)
         return notification
 
 
@@ -169,6 +204,7 @@ _set_date_time = DataNotification.__dict__["date_time"].__set__
 _set_body = DataNotification.__dict__["body"].__set__
 _set_tagged = DataNotification.__dict__["date_time_tagged"].__set__
 _set_flagged = DataNotification.__dict__["date_time_flagged"].__set__
+_set_descriptors = DataNotification.__dict__["body_descriptors"].__set__
 
 
 def _make_notification(
@@ -180,7 +216,83 @@ def _make_notification(
     _set_body(notification, body)
     _set_tagged(notification, tagged)
     _set_flagged(notification, False)
+    _set_descriptors(notification, False)
     return notification
+
+
+_SEQUENCE_TAGS = (0x01, 0x02)  # array, structure
+_DESCRIPTOR_SIZE = 9  # class id (2), logical name (6), attribute (1)
+_MAX_DESCRIPTOR_CLASS = 0xFF  # interface classes in use are below 256
+
+
+def decode_descriptor_body(buf: bytes, offset: int) -> Data | None:
+    """The XT211 body form (see the module docstring) at `offset`, read exactly to the
+    end of `buf`, as a sequence of ``structure{class id, OBIS, attribute, value}``;
+    None when the bytes are not in that form."""
+    size = len(buf)
+    if offset + 2 > size or buf[offset] not in _SEQUENCE_TAGS:
+        return None
+    try:
+        count, position = decode_length(buf, offset + 1)
+    except DlmsError:
+        return None
+    if count == 0 or count > (size - position) // (_DESCRIPTOR_SIZE + 1):
+        return None
+    entries = []
+    for _ in range(count):
+        if position + _DESCRIPTOR_SIZE >= size:
+            return None
+        class_id = int.from_bytes(buf[position : position + 2], "big")
+        name = bytes(buf[position + 2 : position + 8])
+        attribute = int.from_bytes(buf[position + 8 : position + 9], "big", signed=True)
+        if class_id == 0 or class_id > _MAX_DESCRIPTOR_CLASS or attribute == 0:
+            return None
+        try:
+            value, position = decode_data(buf, position + _DESCRIPTOR_SIZE)
+        except DlmsError:
+            return None
+        entries.append(
+            Data.structure(
+                Data.long_unsigned(class_id),
+                Data.octet_string(name),
+                Data.integer(attribute),
+                value,
+            )
+        )
+    if position != size:
+        return None
+    sequence = Data.array if buf[offset] == 0x01 else Data.structure
+    return sequence(*entries)
+
+
+def encode_descriptor_body(body: Data) -> bytes:
+    """The XT211 body form of a sequence of ``structure{class id, OBIS, attribute, value}``."""
+    entries = body.value
+    if body.type not in (DataType.ARRAY, DataType.STRUCTURE) or not isinstance(entries, tuple):
+        raise EncodeError("a descriptor body is an array or structure of descriptors")
+    out = bytearray((0x01 if body.type is DataType.ARRAY else 0x02,))
+    out += encode_length(len(entries))
+    for entry in entries:
+        fields = entry.value
+        if (
+            entry.type is not DataType.STRUCTURE
+            or not isinstance(fields, tuple)
+            or len(fields) != 4
+        ):
+            raise EncodeError("a descriptor is structure{class id, OBIS, attribute, value}")
+        class_id, name, attribute = fields[0].value, fields[1].value, fields[2].value
+        if (
+            not isinstance(class_id, int)
+            or not isinstance(name, bytes)
+            or len(name) != 6
+            or not isinstance(attribute, int)
+            or not 0 <= class_id <= 0xFFFF
+            or not -128 <= attribute <= 127
+        ):
+            raise EncodeError("a descriptor is structure{class id, OBIS, attribute, value}")
+        out += class_id.to_bytes(2, "big") + name + attribute.to_bytes(1, "big", signed=True)
+        out += encode_data(fields[3])
+    return bytes(out)
 
 
 def well_formed_date_time(raw: bytes) -> bool:
