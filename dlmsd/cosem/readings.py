@@ -15,10 +15,12 @@ Meters lay out DataNotification bodies in a few ways; the ones handled here:
     profile the body's shape (element count and types) names, if exactly one does;
 (d) anything else: no readings, and no error; the typed tree is still kept.
 
-A self-describing body ((a) or (b)) always wins over a configured layout. A
-configured layout that does not fit a bare body gives no readings and a
-`LayoutMismatch` (the daemon logs and counts it), never values under the wrong
-OBIS codes.
+A body of OBIS structures (a) or with its own list (b) always wins over a
+configured layout. A flat OBIS list yields to a configured layout that names
+every element (a bare 6-byte value can look like an OBIS code). A configured
+layout that fits neither gives no readings and a `LayoutMismatch` (the daemon
+logs and counts it), never values under the wrong OBIS codes. docs/profiles.md
+has the whole rule.
 """
 
 from __future__ import annotations
@@ -220,9 +222,11 @@ def readings_of(plan: Sequence[ReadingPlan]) -> tuple[Reading, ...]:
 def plan_readings(body: Data, layout: Layout | None = None) -> Plan:
     """Which item of the body each reading takes its value from (see `ReadingPlan`).
 
-    Self-describing bodies first; then the configured layout (raises `LayoutMismatch`
-    when it does not fit); then the one profile the body's shape names. May raise
-    `DlmsError` for a layout that looked like ours but was not.
+    In this order: a body of ``{OBIS, value[, scaler-unit]}`` structures or with its
+    push object list as element 1 (always wins); the configured layout when it fits
+    the body; a flat ``OBIS, value[, scaler-unit]`` list; a configured layout that
+    does not fit (raises `LayoutMismatch`); the one profile the body's shape names.
+    May raise `DlmsError` for a layout that looked like ours but was not.
     """
     if layout is not None and not isinstance(layout, Profile) and not layout:
         layout = None  # an empty push object list configures nothing
@@ -232,23 +236,44 @@ def plan_readings(body: Data, layout: Layout | None = None) -> Plan:
     listed = _from_capture_list(items)
     if listed is not None:
         return listed
-    described = _from_obis_lists(body)
-    if described:
-        return described
-    if layout is not None and not isinstance(layout, Profile):
-        return _from_push_object_list(items, layout)
+    structured = _from_structures(items)
+    if structured:
+        return structured
+    # A flat list is self-describing too, but weaker evidence than a configuration that
+    # names every element (a bare 6-byte value can look like an OBIS code).
+    if layout is not None and _fits(layout, items):
+        return _from_layout(items, layout)
+    flat = _from_flat(items)
+    if flat:
+        return flat
     if layout is not None:
-        if not profiles.fits(layout, items):
-            raise LayoutMismatch(
-                f"profile {layout.name} has {len(layout)} elements of other types than"
-                f" the body's {len(items)} ({_type_names(items)})"
-            )
-        return _from_profile(items, layout)
+        raise LayoutMismatch(_misfit(layout, items))
     if body.type is _STRUCTURE:
         detected = profiles.detect(items)
         if detected is not None:
             return _from_profile(items, detected)
     return Plan()
+
+
+def _fits(layout: Layout, items: tuple[Data, ...]) -> bool:
+    if isinstance(layout, Profile):
+        return profiles.fits(layout, items)
+    return len(layout) == len(items)
+
+
+def _from_layout(items: tuple[Data, ...], layout: Layout) -> Plan:
+    if isinstance(layout, Profile):
+        return _from_profile(items, layout)
+    return _from_push_object_list(items, layout)
+
+
+def _misfit(layout: Layout, items: tuple[Data, ...]) -> str:
+    if isinstance(layout, Profile):
+        return (
+            f"profile {layout.name} has {len(layout)} elements of other types than"
+            f" the body's {len(items)} ({_type_names(items)})"
+        )
+    return f"push object list has {len(layout)} entries, the body {len(items)} elements"
 
 
 def _type_names(items: Sequence[Data]) -> str:
@@ -257,10 +282,6 @@ def _type_names(items: Sequence[Data]) -> str:
 
 
 def _from_push_object_list(items: tuple[Data, ...], objects: Sequence[PushObject]) -> Plan:
-    if len(items) != len(objects):
-        raise LayoutMismatch(
-            f"push object list has {len(objects)} entries, the body {len(items)} elements"
-        )
     return Plan(
         [
             (obj.obis, item, obj.scaler, obj.unit, obj.attribute, None)
@@ -278,12 +299,9 @@ def _from_profile(items: tuple[Data, ...], profile: Profile) -> Plan:
     )
 
 
-def _from_obis_lists(body: Data) -> Plan:
-    items = _children(body)
-    if items is None:
-        return Plan()
-    # One pass over ``structure{OBIS, value[, scaler_unit]}`` entries (the common
-    # layout); the first item that is not one sends the whole body to the flat reader.
+def _from_structures(items: tuple[Data, ...]) -> Plan:
+    """``structure{OBIS, value[, scaler_unit]}`` entries (the common layout), all of them;
+    an empty plan when any item is not one."""
     readings = Plan()
     for item in items:
         fields = item.value
@@ -293,20 +311,17 @@ def _from_obis_lists(body: Data) -> Plan:
             or not 2 <= len(fields) <= 3
             or fields[0].type is not _OCTET_STRING
         ):
-            break
+            return Plan()
         raw = fields[0].value
         if not isinstance(raw, bytes) or not _looks_like_obis(raw):
-            break
+            return Plan()
         obis = _obis_from(raw)
         scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
         if scaler_unit is None:
             readings.append((obis, fields[1], None, None, 2, None))
         else:
             readings.append((obis, fields[1], *scaler_unit, 2, None))
-    else:
-        if readings:
-            return readings
-    return _from_flat(items)
+    return readings
 
 
 def _children(item: Data) -> tuple[Data, ...] | None:
