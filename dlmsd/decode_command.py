@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from dlmsd.cosem.profiles import PROFILES, profile_named
 from dlmsd.cosem.readings import Layout
 from dlmsd.decoding import CipherLookup, LayoutLookup, decode_capture
 from dlmsd.protocol.errors import DlmsError
@@ -130,6 +131,15 @@ def _lookups(args: argparse.Namespace) -> tuple[CipherLookup, LayoutLookup | Non
     looked up as the daemon does."""
     if args.keys and (args.ek or args.ak):
         raise UsageError("use either --keys or --ek/--ak, not both")
+    profile_name = getattr(args, "profile", None)
+    if profile_name is not None and args.keys:
+        raise UsageError("use either --keys (each meter's layout) or --profile, not both")
+    if profile_name is not None:
+        profile = profile_named(profile_name)
+        if profile is None:
+            names = ", ".join(known.name for known in PROFILES)
+            raise UsageError(f"unknown profile {profile_name!r} (known: {names})")
+        return _cipher_lookup(args), lambda _system_title: profile
     if args.keys:
         from dlmsd.service.keystore import KeyStore
 

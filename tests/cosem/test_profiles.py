@@ -31,7 +31,7 @@ from dlmsd.protocol.security import Suite0Cipher
 FIELD = Path(__file__).parent.parent / "data" / "field"
 PROFILE_CAPTURES = sorted(
     path
-    for make in ("kaifa", "kamstrup", "iskraemeco", "siemens")
+    for make in ("aidon", "kaifa", "kamstrup", "iskraemeco", "siemens")
     for path in (FIELD / make).glob("*.json")
 )
 

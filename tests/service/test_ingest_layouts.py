@@ -116,3 +116,14 @@ def test_decode_with_keys_and_the_daemon_give_the_same_readings(
     assert decoded["readings"] == record["readings"]
     assert decoded["body"] == record["body"] and decoded["datetime"] == record["datetime"]
     assert ingest.metrics.value("dlmsd_layout_mismatches_total") == 0
+
+
+def test_decode_profile_option(capsys: pytest.CaptureFixture[str]) -> None:
+    apdu = field_apdu("kaifa/amshan-no-list1.json")
+    assert main(["decode", apdu, "--system-title", TITLE]) == 0
+    assert json.loads(capsys.readouterr().out)["readings"] == []  # too generic to detect
+    assert main(["decode", apdu, "--system-title", TITLE, "--profile", "kaifa-ma304-list1"]) == 0
+    (power,) = json.loads(capsys.readouterr().out)["readings"]
+    assert (power["obis"], power["value"], power["unit"]) == ("1-0:1.7.0*255", 5852, "W")
+    assert main(["decode", apdu, "--profile", "kaifa-ma999"]) == 2
+    assert "unknown profile 'kaifa-ma999'" in capsys.readouterr().err
