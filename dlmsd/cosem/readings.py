@@ -360,7 +360,11 @@ def obis_text(obis: Obis) -> str:
 def _looks_like_obis(raw: bytes) -> bool:
     """Six octets that can be an OBIS code. Six printable characters (a serial number
     such as ``b"160456"``) are not: a value group A of 0x20 or more is no medium."""
-    return len(raw) == 6 and not all(0x20 <= byte < 0x7F for byte in raw)
+    if len(raw) != 6:
+        return False
+    first = raw[0]
+    # Value group A is 0..15 in every real code: decided by the first byte, mostly.
+    return first < 0x20 or first >= 0x7F or not all(0x20 <= byte < 0x7F for byte in raw)
 
 
 def _obis_of(item: Data) -> Obis | None:
