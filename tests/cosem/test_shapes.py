@@ -136,7 +136,12 @@ def layouts(draw: Any) -> Layout:
     count = draw(st.integers(1, 6))
     return Layout(
         draw(st.sampled_from(["array", "flat", "objects"])),
-        [draw(st.binary(min_size=6, max_size=6)) for _ in range(count)],
+        # OBIS codes as meters send them: value group A is 0..15 (six printable bytes
+        # would be a value such as a serial number, not an OBIS code).
+        [
+            bytes([draw(st.integers(0, 15))]) + draw(st.binary(min_size=5, max_size=5))
+            for _ in range(count)
+        ],
         [
             draw(st.none() | st.tuples(st.integers(-12, 12), st.integers(0, 255)))
             for _ in range(count)
