@@ -407,6 +407,48 @@ IMPLIED_SCALES: tuple[ImpliedScales, ...] = (
     ),
 )
 
+# Landis+Gyr E450/E570 pushes that carry their push object list (Swiss VSE/SCS
+# configurations): no scaler-unit; currents in 0.01 A, the other values in W, Wh, VAh, V.
+# Source: scs/smartmeter-datacollector (commit 1507c3fc) smartmeter_datacollector/
+# smartmeter/cosem.py (0.01 on 1-0:31/51/71.7.0), meter_data.py (units), and
+# tests/test_lge450.py test_lge450_vse_standard (values stated for a real E450 push).
+# Named by the logical device name (0-0:42.0.0), whose FLAG id LGZ is Landis+Gyr's.
+_LG_CAPTURE_LIST = {
+    "1-1:1.8.0": (0, WH),
+    "1-1:2.8.0": (0, WH),
+    "1-1:3.8.0": (0, 31),  # VAh, as the source names it
+    "1-1:4.8.0": (0, 31),
+    "1-0:1.7.0": (0, W),
+    "1-0:2.7.0": (0, W),
+    "1-0:32.7.0": (0, VOLT),
+    "1-0:52.7.0": (0, VOLT),
+    "1-0:72.7.0": (0, VOLT),
+    "1-0:31.7.0": (-2, AMPERE),
+    "1-0:51.7.0": (-2, AMPERE),
+    "1-0:71.7.0": (-2, AMPERE),
+}
+DEVICE_SCALES: tuple[ImpliedScales, ...] = (
+    ImpliedScales(
+        "lg-push-object-list",
+        "Landis+Gyr",
+        "https://github.com/scs/smartmeter-datacollector smartmeter_datacollector/smartmeter/"
+        "cosem.py, meter_data.py, tests/test_lge450.py (commit 1507c3fc)",
+        (b"LGZ",),
+        _scales(_LG_CAPTURE_LIST),
+    ),
+)
+
+
+def device_scales_for(device_name: bytes) -> Mapping[Obis, tuple[int, int]]:
+    """The implied scales of a push that carries its own push object list, by the
+    logical device name's FLAG manufacturer id (its first three letters); empty if
+    the name names no make this module knows."""
+    for entry in DEVICE_SCALES:
+        if device_name[:3] in entry.list_ids:
+            return entry.scales
+    return {}
+
+
 _LIST_IDS: dict[bytes, ImpliedScales] = {
     list_id: entry for entry in IMPLIED_SCALES for list_id in entry.list_ids
 }

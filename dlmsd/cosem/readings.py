@@ -26,7 +26,7 @@ has the whole rule.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from json.encoder import encode_basestring
 
@@ -446,6 +446,15 @@ def _with_implied_scales(headers: tuple[Data, ...], plan: Plan) -> Plan:
     scales = profiles.implied_scales_for(
         _text_bytes(list_id), None if meter_type is None else _text_bytes(meter_type)
     )
+    pinned = (list_id,) if meter_type is None else (list_id, meter_type)
+    return _apply_scales(plan, scales, pinned)
+
+
+def _apply_scales(
+    plan: Plan, scales: Mapping[Obis, tuple[int, int]], pinned: tuple[Data, ...]
+) -> Plan:
+    """`plan` with `scales` on its integer values that carry no scaler-unit; `pinned`
+    are the items that named the scales (their bytes now decide the plan)."""
     if not scales:
         return plan
     entries: list[ReadingPlan] = []
@@ -456,7 +465,6 @@ def _with_implied_scales(headers: tuple[Data, ...], plan: Plan) -> Plan:
             entries.append((obis, item, implied[0], implied[1], attribute, form))
         else:
             entries.append(entry)
-    pinned = (list_id,) if meter_type is None else (list_id, meter_type)
     return Plan(entries, pinned)
 
 
@@ -520,7 +528,29 @@ def _from_capture_list(items: tuple[Data, ...]) -> Plan | None:
         pairs = zip(objects, items[1:], strict=True)
     else:
         return None
-    return Plan([(obis, value, None, None, attr, None) for (_c, obis, attr), value in pairs])
+    # Attribute 1 of any object is its logical name: an OBIS code, read as one.
+    plan = Plan(
+        [
+            (obis, value, None, None, attr, FORM_OBIS if attr == 1 else None)
+            for (_c, obis, attr), value in pairs
+        ]
+    )
+    return _with_device_scales(plan)
+
+
+_DEVICE_NAME = Obis.parse("0-0:42.0.0")
+
+
+def _with_device_scales(plan: Plan) -> Plan:
+    """`plan` with the scales its make documents for values without scaler-unit, when
+    the logical device name (0-0:42.0.0) names the make."""
+    device = next(
+        (item for obis, item, *_rest in plan if obis == _DEVICE_NAME and item.type in _TEXT_TYPES),
+        None,
+    )
+    if device is None:
+        return plan
+    return _apply_scales(plan, profiles.device_scales_for(_text_bytes(device)), (device,))
 
 
 _PUSH_SETUP_CLASS = 40

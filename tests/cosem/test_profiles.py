@@ -268,3 +268,21 @@ def test_push_object_list_as_element_one_then_the_values() -> None:
     # One value too many for the list: not this layout, no readings.
     longer = Data.structure(objects, *(Data.double_long_unsigned(n) for n in range(3)))
     assert extract_readings(longer) == ()
+
+
+def test_lg_push_with_its_own_list_gets_the_scales_its_source_states() -> None:
+    # A real L+G E450 push (Swiss VSE configuration) from scs/smartmeter-datacollector,
+    # as tests/data/field/landis-gyr/e450-scs-vse-2026.json holds it: the push object list
+    # as element 1 (first the push setup itself), values without scaler-unit.
+    capture = load(FIELD / "landis-gyr" / "e450-scs-vse-2026.json")
+    (record,) = decode_file(capture)
+    readings = {obis_short(reading["obis"]): reading for reading in record["readings"]}
+    for stated in capture["expected"]["readings"]:
+        reading = readings[stated["obis"]]
+        assert same_number(stated["value"], reading["value"]) or (
+            reading["value"] == stated["value"]
+        ), stated
+        assert reading["unit"] == stated["unit"], stated
+    # The push setup's attribute 1 (its logical name) reads as the OBIS code it is.
+    assert readings["0-8:25.9.0"]["value"] == "0-8:25.9.0*255"
+    assert readings["0-8:25.9.0"]["attribute"] == 1
