@@ -58,6 +58,12 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="FILE",
         help="decode every frame of a quarantine file (JSON lines with frame_hex)",
     )
+    decode.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="read bare push bodies with this built-in layout (docs/profiles.md);"
+        " with --keys, each meter's own push_object_list or profile applies",
+    )
     decode.add_argument("--pretty", action="store_true", help="indented, readable output")
     _register_decode_stream(decode)
     decode.set_defaults(func=_run_decode)

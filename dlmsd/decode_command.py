@@ -9,7 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from dlmsd.decoding import CipherLookup, decode_capture
+from dlmsd.cosem.profiles import PROFILES, profile_named
+from dlmsd.cosem.readings import Layout
+from dlmsd.decoding import CipherLookup, LayoutLookup, decode_capture
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.security import Suite0Cipher
 
@@ -24,11 +26,11 @@ class UsageError(Exception):
 
 def run_decode(args: argparse.Namespace) -> int:
     try:
-        cipher_for = _cipher_lookup(args)
+        cipher_for, layout_for = _lookups(args)
         system_title = _parse_hex(args.system_title, "--system-title", 8)
         if getattr(args, "follow", False) or getattr(args, "device", None):
-            return _follow(args, cipher_for, system_title)
-        records = list(_records(args, cipher_for, system_title))
+            return _follow(args, cipher_for, system_title, layout_for)
+        records = list(_records(args, cipher_for, system_title, layout_for))
     except (DlmsError, UsageError) as error:
         print(f"dlmsd decode: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -41,7 +43,10 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def _records(
-    args: argparse.Namespace, cipher_for: CipherLookup, system_title: bytes | None
+    args: argparse.Namespace,
+    cipher_for: CipherLookup,
+    system_title: bytes | None,
+    layout_for: LayoutLookup | None = None,
 ) -> Iterator[dict[str, object]]:
     if args.quarantine:
         try:
@@ -56,13 +61,13 @@ def _records(
                 frame = bytes.fromhex(entry["frame_hex"])
             except (ValueError, KeyError, TypeError) as error:
                 raise UsageError(f"quarantine line {number}: {error}") from None
-            yield from decode_capture(frame, cipher_for, system_title)
+            yield from decode_capture(frame, cipher_for, system_title, layout_for)
         return
     if getattr(args, "file", None):
-        yield from decode_capture(_read_capture(args.file), cipher_for, system_title)
+        yield from decode_capture(_read_capture(args.file), cipher_for, system_title, layout_for)
         return
     text = sys.stdin.read() if args.hex == "-" else args.hex
-    yield from decode_capture(_parse_frame(text), cipher_for, system_title)
+    yield from decode_capture(_parse_frame(text), cipher_for, system_title, layout_for)
 
 
 def _read_capture(path: str) -> bytes:
@@ -76,7 +81,12 @@ def _read_capture(path: str) -> bytes:
     return data
 
 
-def _follow(args: argparse.Namespace, cipher_for: CipherLookup, system_title: bytes | None) -> int:
+def _follow(
+    args: argparse.Namespace,
+    cipher_for: CipherLookup,
+    system_title: bytes | None,
+    layout_for: LayoutLookup | None = None,
+) -> int:
     from dlmsd.decode_follow import FollowError, run_follow
     from dlmsd.protocol.framing import load_framings
 
@@ -86,7 +96,7 @@ def _follow(args: argparse.Namespace, cipher_for: CipherLookup, system_title: by
         known = ", ".join(sorted(load_framings()))
         raise UsageError(f"--framing {args.framing!r} is not one of {known}")
     try:
-        return run_follow(args, cipher_for, system_title)
+        return run_follow(args, cipher_for, system_title, layout_for)
     except FollowError as error:
         print(f"dlmsd decode: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -116,9 +126,20 @@ def _parse_hex(value: str | None, option: str, length: int) -> bytes | None:
     return raw
 
 
-def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
+def _lookups(args: argparse.Namespace) -> tuple[CipherLookup, LayoutLookup | None]:
+    """Keys, and with --keys each meter's push layout (push object list or profile),
+    looked up as the daemon does."""
     if args.keys and (args.ek or args.ak):
         raise UsageError("use either --keys or --ek/--ak, not both")
+    profile_name = getattr(args, "profile", None)
+    if profile_name is not None and args.keys:
+        raise UsageError("use either --keys (each meter's layout) or --profile, not both")
+    if profile_name is not None:
+        profile = profile_named(profile_name)
+        if profile is None:
+            names = ", ".join(known.name for known in PROFILES)
+            raise UsageError(f"unknown profile {profile_name!r} (known: {names})")
+        return _cipher_lookup(args), lambda _system_title: profile
     if args.keys:
         from dlmsd.service.keystore import KeyStore
 
@@ -128,7 +149,15 @@ def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
             entry = store.lookup(system_title) if system_title else None
             return entry.cipher if entry is not None else None
 
-        return from_store
+        def layout_from_store(system_title: bytes | None) -> Layout | None:
+            entry = store.lookup(system_title) if system_title else None
+            return entry.layout if entry is not None else None
+
+        return from_store, layout_from_store
+    return _cipher_lookup(args), None
+
+
+def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
     if args.ek or args.ak:
         ek = _parse_hex(args.ek, "--ek", 16)
         ak = _parse_hex(args.ak, "--ak", 16) if args.ak else ek

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import attrs
 
-from dlmsd.decoding import CipherLookup, FoundApdu, decode_one
+from dlmsd.decoding import CipherLookup, FoundApdu, LayoutLookup, decode_one
 from dlmsd.protocol import framing
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.gbt_push import DEFAULT_MAX_PUSH_SIZE
@@ -81,9 +81,11 @@ class Follower:
         framing_name: str | None = None,
         input_kind: str = "auto",
         max_apdu_size: int = DEFAULT_MAX_PUSH_SIZE,
+        layout_for: LayoutLookup | None = None,
     ) -> None:
         self._cipher_for = cipher_for
         self._system_title = system_title
+        self._layout_for = layout_for  # each meter's push layout, as the daemon's
         self._framing_name = framing_name
         self._input_kind = input_kind
         self._max_apdu_size = max_apdu_size
@@ -150,7 +152,9 @@ class Follower:
 
     def _decode(self, found: FoundApdu) -> Output:
         try:
-            return Record(decode_one(found, self._cipher_for, self._system_title))
+            return Record(
+                decode_one(found, self._cipher_for, self._system_title, self._layout_for)
+            )
         except DlmsError as error:
             return Problem(str(error))
 
@@ -235,10 +239,19 @@ def _serial_reader(args: argparse.Namespace) -> tuple[Reader, Callable[[], None]
     return read, port.close
 
 
-def run_follow(args: argparse.Namespace, cipher_for: CipherLookup, title: bytes | None) -> int:
-    """`dlmsd decode --follow` once the keys are known; exit status."""
+def run_follow(
+    args: argparse.Namespace,
+    cipher_for: CipherLookup,
+    title: bytes | None,
+    layout_for: LayoutLookup | None = None,
+) -> int:
+    """`dlmsd decode --follow` once the keys (and layouts) are known; exit status."""
     follower = Follower(
-        cipher_for, title, framing_name=args.framing, input_kind=args.input or "auto"
+        cipher_for,
+        title,
+        framing_name=args.framing,
+        input_kind=args.input or "auto",
+        layout_for=layout_for,
     )
     read, close = open_reader(args)
     try:

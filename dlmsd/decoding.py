@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
+from dlmsd.cosem.readings import Layout
 from dlmsd.protocol import framing, hdlc
 from dlmsd.protocol.apdus import decode_apdu
 from dlmsd.protocol.axdr import Data
@@ -23,6 +24,8 @@ from dlmsd.protocol.push import DATA_NOTIFICATION, is_push_or_ciphered, open_dec
 from dlmsd.protocol.security import Suite0Cipher
 
 CipherLookup = Callable[[bytes | None], Suite0Cipher | None]
+#: The configured push layout of a meter (push object list or profile), by system title.
+LayoutLookup = Callable[[bytes | None], Layout | None]
 
 HDLC_FLAG = 0x7E
 
@@ -77,17 +80,27 @@ def _split_stream(name: str, data: bytes, max_apdu_size: int) -> list[FoundApdu]
 
 
 def decode_capture(
-    data: bytes, cipher_for: CipherLookup, system_title: bytes | None = None
+    data: bytes,
+    cipher_for: CipherLookup,
+    system_title: bytes | None = None,
+    layout_for: LayoutLookup | None = None,
 ) -> Iterator[dict[str, object]]:
     """One record per APDU in the capture. Raises `DlmsError` on bad input."""
     for found in split_capture(data):
-        yield decode_one(found, cipher_for, system_title)
+        yield decode_one(found, cipher_for, system_title, layout_for)
 
 
 def decode_one(
-    found: FoundApdu, cipher_for: CipherLookup, system_title: bytes | None = None
+    found: FoundApdu,
+    cipher_for: CipherLookup,
+    system_title: bytes | None = None,
+    layout_for: LayoutLookup | None = None,
 ) -> dict[str, object]:
-    """The record of one APDU: a push record for DataNotifications, else a generic view."""
+    """The record of one APDU: a push record for DataNotifications, else a generic view.
+
+    `layout_for` gives the meter's configured layout, as the daemon's key store does:
+    the readings are the daemon's (`open_decrypted`, the path its shapes are pinned to).
+    A layout that does not fit the body adds ``"layout_mismatch"`` to the record."""
     apdu = found.apdu
     envelope = peel(apdu, system_title) if is_push_or_ciphered(apdu) else None
     cipher = None
@@ -99,7 +112,11 @@ def decode_one(
     plaintext = envelope.open(cipher) if envelope is not None else apdu
     record: dict[str, object]
     if envelope is not None and plaintext[:1] == bytes([DATA_NOTIFICATION]):
-        record = open_decrypted(envelope, plaintext).to_record()
+        layout = layout_for(envelope.system_title) if layout_for is not None else None
+        push = open_decrypted(envelope, plaintext, layout)
+        record = push.to_record()
+        if push.layout_mismatch is not None:
+            record["layout_mismatch"] = push.layout_mismatch
     else:
         record = {
             "system_title": _hex(envelope.system_title) if envelope else None,

@@ -78,6 +78,7 @@ def seeds() -> list[bytes]:
         b"\n"
         b"[meters.2F19229199164103]\n"
         b'security = ["none"]\n'
+        b'profile = "kaifa-ma304-list3-3p"\n'
     )
     return [b"\x00" + text, b"\x01" + text, b"\x00", b"\x00[meters]\n"]
 

@@ -6,23 +6,37 @@ Meters lay out DataNotification bodies in a few ways; the ones handled here:
     (IDIS, Aidon, Iskra, Kaifa/Kamstrup HAN ports), either as an array of such
     structures or flattened into one structure (``OBIS, value, OBIS, value``),
     possibly after a leading list-version string;
-(b) a bare structure of values, with the push object list (which OBIS each
-    element is) given by the caller from the meter's configuration;
-(c) anything else: no readings, and no error; the typed tree is still kept.
+(b) a structure whose element 1 is the push object list itself (capture
+    objects ``{class, OBIS, attribute, data index[, ...]}``), then the values
+    (L+G in Switzerland/Cyprus, Iskra, Energomera); when the list starts with the
+    push setup object, element 1 is that object's value and the others follow;
+(c) a bare structure of values, read with the meter's layout: a push object list
+    or a built-in profile (dlmsd.cosem.profiles) from the key store, else the one
+    profile the body's shape (element count and types) names, if exactly one does;
+(d) anything else: no readings, and no error; the typed tree is still kept.
+
+A body of OBIS structures (a) or with its own list (b) always wins over a
+configured layout. A flat OBIS list yields to a configured layout that names
+every element (a bare 6-byte value can look like an OBIS code). A configured
+layout that fits neither gives no readings and a `LayoutMismatch` (the daemon
+logs and counts it), never values under the wrong OBIS codes. docs/profiles.md
+has the whole rule.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from json.encoder import encode_basestring
 
 import attrs
 
+from dlmsd.cosem import profiles
+from dlmsd.cosem.profiles import FORM_DATE, FORM_OBIS, FORM_TIME, Profile
 from dlmsd.protocol.axdr import Data, DataType
 from dlmsd.protocol.cosem_datetime import CosemDate, CosemDateTime, CosemTime
-from dlmsd.protocol.errors import DlmsError
+from dlmsd.protocol.errors import DecodeError, DlmsError
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.units import apply_scaler, unit_symbol
 
@@ -147,21 +161,57 @@ def readings_json_text(readings: Sequence[Reading]) -> str:
     return f"[{','.join(parts)}]"
 
 
-# Where a reading comes from: (OBIS, the value's item, scaler, unit code, attribute).
+# Where a reading comes from: (OBIS, the value's item, scaler, unit code, attribute,
+# form). `form` is None (the value reads by its type) or a profile's FORM_* (octets
+# read as a COSEM time, date or OBIS code).
 # The plan depends only on the body's types, lengths, OBIS codes and scaler/unit
-# values, never on the other values: dlmsd.cosem.shapes relies on that.
-ReadingPlan = tuple[Obis, Data, int | None, int | None, int]
+# values, and on the items a `Plan` lists as `pinned` (a list version string, a
+# meter type: their bytes decide implied scales), never on the other values:
+# dlmsd.cosem.shapes relies on that.
+ReadingPlan = tuple[Obis, Data, int | None, int | None, int, str | None]
+
+#: A meter's configured layout: a push object list or a built-in profile.
+Layout = Sequence[PushObject] | Profile
 
 
-def extract_readings(
-    body: Data, push_object_list: Sequence[PushObject] | None = None
-) -> tuple[Reading, ...]:
+class Plan(list[ReadingPlan]):
+    """The readings of a body (see `ReadingPlan`), with the items whose bytes the
+    plan depends on besides types, lengths, OBIS codes and scaler-units."""
+
+    __slots__ = ("pinned",)
+
+    def __init__(self, entries: Sequence[ReadingPlan] = (), pinned: Sequence[Data] = ()) -> None:
+        super().__init__(entries)
+        self.pinned: tuple[Data, ...] = tuple(pinned)
+
+
+class LayoutMismatch(DecodeError):
+    """A configured push object list or profile does not fit a bare push body."""
+
+
+def extract_readings(body: Data, layout: Layout | None = None) -> tuple[Reading, ...]:
     """The readings of a notification body; an empty tuple for unknown layouts."""
+    return extract_readings_checked(body, layout)[0]
+
+
+def extract_readings_checked(
+    body: Data, layout: Layout | None = None, descriptors: bool = False
+) -> tuple[tuple[Reading, ...], str | None]:
+    """`extract_readings`, and why a configured layout did not fit the body (else None).
+
+    `descriptors`: the body was sent as untagged descriptors and values (Sagemcom
+    XT211, `DataNotification.body_descriptors`): each element is
+    ``structure{class id, OBIS, attribute, value}``.
+    """
+    if descriptors:
+        return readings_of(_from_descriptors(body)), None
     try:
-        return readings_of(plan_readings(body, push_object_list))
+        return readings_of(plan_readings(body, layout)), None
+    except LayoutMismatch as error:
+        return (), error.reason
     except DlmsError:
         # A layout that looked like ours but was not: keep the tree, no readings.
-        return ()
+        return (), None
 
 
 def readings_of(plan: Sequence[ReadingPlan]) -> tuple[Reading, ...]:
@@ -169,37 +219,90 @@ def readings_of(plan: Sequence[ReadingPlan]) -> tuple[Reading, ...]:
     return tuple([_reading(*entry) for entry in plan])
 
 
-def plan_readings(
-    body: Data, push_object_list: Sequence[PushObject] | None = None
-) -> list[ReadingPlan]:
+def plan_readings(body: Data, layout: Layout | None = None) -> Plan:
     """Which item of the body each reading takes its value from (see `ReadingPlan`).
 
+    In this order: a body of ``{OBIS, value[, scaler-unit]}`` structures or with its
+    push object list as element 1 (always wins); the configured layout when it fits
+    the body; a flat ``OBIS, value[, scaler-unit]`` list; a configured layout that
+    does not fit (raises `LayoutMismatch`); the one profile the body's shape names.
     May raise `DlmsError` for a layout that looked like ours but was not.
     """
-    if push_object_list:
-        bare = _from_push_object_list(body, push_object_list)
-        if bare is not None:
-            return bare
-    return _from_obis_lists(body)
-
-
-def _from_push_object_list(body: Data, objects: Sequence[PushObject]) -> list[ReadingPlan] | None:
-    items = _children(body)
-    if items is None or len(items) != len(objects):
-        return None
-    return [
-        (obj.obis, item, obj.scaler, obj.unit, obj.attribute)
-        for obj, item in zip(objects, items, strict=True)
-    ]
-
-
-def _from_obis_lists(body: Data) -> list[ReadingPlan]:
+    if layout is not None and not isinstance(layout, Profile) and not layout:
+        layout = None  # an empty push object list configures nothing
     items = _children(body)
     if items is None:
-        return []
-    # One pass over ``structure{OBIS, value[, scaler_unit]}`` entries (the common
-    # layout); the first item that is not one sends the whole body to the flat reader.
-    readings: list[ReadingPlan] = []
+        return Plan()
+    listed = _from_capture_list(items)
+    if listed is not None:
+        return listed
+    structured = _from_structures(items)
+    if structured:
+        return structured
+    # A flat list is self-describing too, but weaker evidence than a configuration that
+    # names every element (a bare 6-byte value can look like an OBIS code).
+    if layout is not None and _fits(layout, items):
+        return _from_layout(items, layout)
+    flat = _from_flat(items)
+    if flat:
+        return flat
+    if layout is not None:
+        raise LayoutMismatch(_misfit(layout, items))
+    if body.type is _STRUCTURE:
+        detected = profiles.detect(items)
+        if detected is not None:
+            return _from_profile(items, detected)
+    return Plan()
+
+
+def _fits(layout: Layout, items: tuple[Data, ...]) -> bool:
+    if isinstance(layout, Profile):
+        return profiles.fits(layout, items)
+    return len(layout) == len(items)
+
+
+def _from_layout(items: tuple[Data, ...], layout: Layout) -> Plan:
+    if isinstance(layout, Profile):
+        return _from_profile(items, layout)
+    return _from_push_object_list(items, layout)
+
+
+def _misfit(layout: Layout, items: tuple[Data, ...]) -> str:
+    if isinstance(layout, Profile):
+        return (
+            f"profile {layout.name} has {len(layout)} elements of other types than"
+            f" the body's {len(items)} ({_type_names(items)})"
+        )
+    return f"push object list has {len(layout)} entries, the body {len(items)} elements"
+
+
+def _type_names(items: Sequence[Data]) -> str:
+    names = [item.type.name.lower().replace("_", "-") for item in items[:8]]
+    return ", ".join(names) + (", ..." if len(items) > 8 else "")
+
+
+def _from_push_object_list(items: tuple[Data, ...], objects: Sequence[PushObject]) -> Plan:
+    return Plan(
+        [
+            (obj.obis, item, obj.scaler, obj.unit, obj.attribute, None)
+            for obj, item in zip(objects, items, strict=True)
+        ]
+    )
+
+
+def _from_profile(items: tuple[Data, ...], profile: Profile) -> Plan:
+    return Plan(
+        [
+            (element.obis, item, element.scaler, element.unit, element.attribute, element.form)
+            for element, item in zip(profile.elements, items, strict=True)
+        ]
+    )
+
+
+def _from_structures(items: tuple[Data, ...]) -> Plan:
+    """``structure{OBIS, value[, scaler_unit]}`` entries (the common layout), all of them;
+    an empty plan when any item is not one."""
+    readings = Plan()
     for item in items:
         fields = item.value
         if (
@@ -208,20 +311,17 @@ def _from_obis_lists(body: Data) -> list[ReadingPlan]:
             or not 2 <= len(fields) <= 3
             or fields[0].type is not _OCTET_STRING
         ):
-            break
+            return Plan()
         raw = fields[0].value
-        if not isinstance(raw, bytes) or len(raw) != 6:
-            break
+        if not isinstance(raw, bytes) or not _looks_like_obis(raw):
+            return Plan()
         obis = _obis_from(raw)
         scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
         if scaler_unit is None:
-            readings.append((obis, fields[1], None, None, 2))
+            readings.append((obis, fields[1], None, None, 2, None))
         else:
-            readings.append((obis, fields[1], *scaler_unit, 2))
-    else:
-        if readings:
-            return readings
-    return _from_flat(items)
+            readings.append((obis, fields[1], *scaler_unit, 2, None))
+    return readings
 
 
 def _children(item: Data) -> tuple[Data, ...] | None:
@@ -257,16 +357,28 @@ def obis_text(obis: Obis) -> str:
     return text
 
 
+def _looks_like_obis(raw: bytes) -> bool:
+    """Six octets that can be an OBIS code. Six printable characters (a serial number
+    such as ``b"160456"``) are not: a value group A of 0x20 or more is no medium."""
+    if len(raw) != 6:
+        return False
+    first = raw[0]
+    # Value group A is 0..15 in every real code: decided by the first byte, mostly.
+    return first < 0x20 or first >= 0x7F or not all(0x20 <= byte < 0x7F for byte in raw)
+
+
 def _obis_of(item: Data) -> Obis | None:
     value = item.value
-    if item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6:
+    if item.type is DataType.OCTET_STRING and isinstance(value, bytes) and _looks_like_obis(value):
         return _obis_from(value)
     return None
 
 
 def _is_obis(item: Data) -> bool:
     value = item.value
-    return item.type is DataType.OCTET_STRING and isinstance(value, bytes) and len(value) == 6
+    return (
+        item.type is DataType.OCTET_STRING and isinstance(value, bytes) and _looks_like_obis(value)
+    )
 
 
 def _scaler_unit(item: Data) -> tuple[int, int] | None:
@@ -281,41 +393,206 @@ def _scaler_unit(item: Data) -> tuple[int, int] | None:
     return scaler.value, unit.value
 
 
-def _from_flat(items: tuple[Data, ...]) -> list[ReadingPlan]:
-    """``OBIS, value[, scaler_unit], OBIS, value ...`` after optional non-OBIS headers."""
+def _from_flat(items: tuple[Data, ...]) -> Plan:
+    """``OBIS, value[, scaler_unit], OBIS, value ...`` after optional non-OBIS headers.
+
+    A ``null-data, null-data`` pair stands for an object the meter does not have
+    (Kamstrup single-phase meters in three-phase lists) and is skipped.
+    """
     start = 0
     while start < len(items) and not _is_obis(items[start]):
         start += 1
     if start == len(items) or start > 2:
-        return []
-    readings: list[ReadingPlan] = []
+        return Plan()
+    readings = Plan()
     index = start
     while index < len(items):
+        if items[index].type is _NULL_DATA:
+            if index + 1 >= len(items) or items[index + 1].type is not _NULL_DATA:
+                return Plan()
+            index += 2
+            continue
         obis = _obis_of(items[index])
         if obis is None or index + 1 >= len(items):
-            return []
+            return Plan()
         value = items[index + 1]
         index += 2
         scaler_unit = _scaler_unit(items[index]) if index < len(items) else None
         if scaler_unit is not None:
             index += 1
-            readings.append((obis, value, *scaler_unit, 2))
+            readings.append((obis, value, *scaler_unit, 2, None))
         else:
-            readings.append((obis, value, None, None, 2))
-    return readings
+            readings.append((obis, value, None, None, 2, None))
+    if not readings:
+        return readings
+    return _with_implied_scales(items[:start], readings)
+
+
+def _with_implied_scales(headers: tuple[Data, ...], plan: Plan) -> Plan:
+    """`plan` with the scales its make documents for values that carry no scaler-unit,
+    when a list version identifier (a header, or an ``x-x:0.2.129`` value) names it."""
+    list_id: Data | None = None
+    meter_type: Data | None = None
+    for header in headers:
+        if header.type in _TEXT_TYPES:
+            list_id = header
+    for obis, item, _scaler, _unit, _attribute, _form in plan:
+        if obis.c == 0 and obis.d == 2 and obis.e == 129 and item.type in _TEXT_TYPES:
+            list_id = item
+        elif obis.c == 96 and obis.d == 1 and obis.e in (1, 7) and item.type in _TEXT_TYPES:
+            meter_type = item
+    if list_id is None:
+        return plan
+    scales = profiles.implied_scales_for(
+        _text_bytes(list_id), None if meter_type is None else _text_bytes(meter_type)
+    )
+    pinned = (list_id,) if meter_type is None else (list_id, meter_type)
+    return _apply_scales(plan, scales, pinned)
+
+
+def _apply_scales(
+    plan: Plan, scales: Mapping[Obis, tuple[int, int]], pinned: tuple[Data, ...]
+) -> Plan:
+    """`plan` with `scales` on its integer values that carry no scaler-unit; `pinned`
+    are the items that named the scales (their bytes now decide the plan)."""
+    if not scales:
+        return plan
+    entries: list[ReadingPlan] = []
+    for entry in plan:
+        obis, item, scaler, unit, attribute, form = entry
+        implied = scales.get(obis) if scaler is None and unit is None else None
+        if implied is not None and item.type in _INTEGER_TYPES:
+            entries.append((obis, item, implied[0], implied[1], attribute, form))
+        else:
+            entries.append(entry)
+    return Plan(entries, pinned)
+
+
+def _text_bytes(item: Data) -> bytes:
+    value = item.value
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace")
+    return b""
+
+
+def _from_descriptors(body: Data) -> Plan:
+    """A descriptor body (see `extract_readings_checked`): each value under its OBIS
+    code and attribute, self-described, so no layout applies."""
+    plan = Plan()
+    for entry in _children(body) or ():
+        fields = _children(entry)
+        if fields is None or len(fields) != 4:
+            return Plan()
+        name, attribute = fields[1].value, fields[2].value
+        if not isinstance(name, bytes) or len(name) != 6 or not isinstance(attribute, int):
+            return Plan()
+        plan.append((_obis_from(name), fields[3], None, None, attribute, None))
+    return plan
+
+
+def _from_capture_list(items: tuple[Data, ...]) -> Plan | None:
+    """Element 1 the push object list (capture objects), the values after it; None
+    when the body is not one.
+
+    When the first capture object is the push setup itself (class 40), element 1 is
+    its value and capture object i describes element i; otherwise capture object i
+    describes element i + 1.
+    """
+    if len(items) < 2 or items[0].type is not DataType.ARRAY:
+        return None
+    entries = _children(items[0])
+    if not entries:
+        return None
+    objects: list[tuple[int, Obis, int]] = []
+    for entry in entries:
+        fields = _children(entry)
+        if entry.type is not _STRUCTURE or fields is None or len(fields) not in (4, 6):
+            return None
+        class_id, name, attribute = fields[0], fields[1], fields[2]
+        if (
+            class_id.type is not DataType.LONG_UNSIGNED
+            or name.type is not _OCTET_STRING
+            or not isinstance(name.value, bytes)
+            or len(name.value) != 6
+            or attribute.type is not DataType.INTEGER
+            or not isinstance(class_id.value, int)
+            or not isinstance(attribute.value, int)
+        ):
+            return None
+        objects.append((class_id.value, _obis_from(name.value), attribute.value))
+    if len(objects) == len(items) and objects[0][0] == _PUSH_SETUP_CLASS:
+        pairs = zip(objects[1:], items[1:], strict=True)
+    elif len(objects) == len(items) - 1:
+        pairs = zip(objects, items[1:], strict=True)
+    else:
+        return None
+    # Attribute 1 of any object is its logical name: an OBIS code, read as one.
+    plan = Plan(
+        [
+            (obis, value, None, None, attr, FORM_OBIS if attr == 1 else None)
+            for (_c, obis, attr), value in pairs
+        ]
+    )
+    return _with_device_scales(plan)
+
+
+_DEVICE_NAME = Obis.parse("0-0:42.0.0")
+
+
+def _with_device_scales(plan: Plan) -> Plan:
+    """`plan` with the scales its make documents for values without scaler-unit, when
+    the logical device name (0-0:42.0.0) names the make."""
+    device = next(
+        (item for obis, item, *_rest in plan if obis == _DEVICE_NAME and item.type in _TEXT_TYPES),
+        None,
+    )
+    if device is None:
+        return plan
+    return _apply_scales(plan, profiles.device_scales_for(_text_bytes(device)), (device,))
+
+
+_PUSH_SETUP_CLASS = 40
+_NULL_DATA = DataType.NULL_DATA
+_TEXT_TYPES = frozenset({DataType.OCTET_STRING, DataType.VISIBLE_STRING, DataType.UTF8_STRING})
 
 
 def _reading(
-    obis: Obis, item: Data, scaler: int | None, unit: int | None, attribute: int = 2
+    obis: Obis,
+    item: Data,
+    scaler: int | None,
+    unit: int | None,
+    attribute: int = 2,
+    form: str | None = None,
 ) -> Reading:
+    raw = item.value
+    if form is not None and type(raw) is bytes:
+        value = form_text(form, raw)
+    else:
+        value = scaled_value(item.type, raw, scaler)
     return _new_reading(
         obis,
-        scaled_value(item.type, item.value, scaler),
+        value,
         unit_symbol(unit) if unit is not None else None,
         scaler,
         unit,
         attribute,
     )
+
+
+def form_text(form: str, raw: bytes) -> ReadingValue:
+    """The reading value of octets a profile reads in `form` (a COSEM time, date or
+    OBIS code); as any octets when they do not fit the form."""
+    if form == FORM_TIME and len(raw) == 4:
+        clock = CosemTime.from_bytes(raw).to_time()
+        return clock.isoformat() if clock is not None else None
+    if form == FORM_DATE and len(raw) == 5:
+        day = CosemDate.from_bytes(raw).to_date()
+        return day.isoformat() if day is not None else None
+    if form == FORM_OBIS and len(raw) == 6:
+        return obis_text(_obis_from(raw))
+    return _octets(raw)
 
 
 def scaled_value(kind: DataType, value: object, scaler: int | None) -> ReadingValue:
@@ -328,7 +605,7 @@ def scaled_value(kind: DataType, value: object, scaler: int | None) -> ReadingVa
 
 def plain_value_of(kind: DataType, value: object) -> ReadingValue:
     """A scalar reading value of an item of type `kind` holding `value`: numbers stay
-    numbers, times become ISO text."""
+    numbers, times become ISO text, strings lose the NULs that pad them."""
     if type(value) is int and kind in _INTEGER_TYPES:
         return value
     if kind is DataType.BOOLEAN:
@@ -340,7 +617,7 @@ def plain_value_of(kind: DataType, value: object) -> ReadingValue:
     if isinstance(value, bytes):
         return _octets(value)
     if isinstance(value, str):
-        return value
+        return value.rstrip("\x00")
     if isinstance(value, float):
         return float(value)
     if isinstance(value, CosemDateTime | CosemDate | CosemTime):
@@ -351,7 +628,7 @@ def plain_value_of(kind: DataType, value: object) -> ReadingValue:
     return None
 
 
-def _octets(raw: bytes) -> str:
+def _octets(raw: bytes) -> str | None:
     if len(raw) == 12:
         try:
             stamp = CosemDateTime.from_bytes(raw)
@@ -361,8 +638,13 @@ def _octets(raw: bytes) -> str:
             text = _time_text(stamp)
             if text is not None:
                 return text
-    if raw and all(0x20 <= byte < 0x7F for byte in raw):
-        return raw.decode("ascii")
+    # Empty, or one NUL: an absent value (M-Bus channels without a device send these).
+    if raw == b"" or raw == b"\x00":
+        return None
+    # Text padded with NULs to a fixed width ("RATE2\0\0\0") reads as its text.
+    text_bytes = raw.rstrip(b"\x00")
+    if text_bytes and all(0x20 <= byte < 0x7F for byte in text_bytes):
+        return text_bytes.decode("ascii")
     return raw.hex()
 
 

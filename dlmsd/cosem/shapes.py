@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from json.encoder import encode_basestring
 
 from dlmsd.cosem.readings import (
-    PushObject,
+    Layout,
+    Plan,
     Reading,
+    form_text,
     plan_readings,
     reading_frame,
     scaled_value,
@@ -96,25 +98,30 @@ class ShapeCache:
         self.compiled = 0  # shapes made
         self.refused = 0  # shapes that failed their check against the full path
         self.failed = 0  # compiles that raised (a bug: the push still got its record)
+        # Why the layout of the last push did not fit its body (None: it did, or none).
+        self.layout_mismatch: str | None = None
 
     def record_json(
         self,
         envelope: Envelope,
         plaintext: bytes,
-        push_object_list: Sequence[PushObject] | None = None,
+        layout: Layout | None = None,
         more: str = "",
     ) -> str:
         """The record of a push as JSON text, with `more` (``,"key":value...``) spliced
-        in before the closing brace."""
-        objects = push_object_list or None
+        in before the closing brace. `layout_mismatch` tells afterwards whether the
+        meter's layout (push object list or profile) did not fit the body."""
+        objects = layout or None
         key = (len(plaintext), id(objects))
         entry = self._shapes.get(key)
         if entry is not None:
             for shape in entry.shapes:
                 fields = shape.fields_json(plaintext)
                 if fields is not None:
+                    self.layout_mismatch = None  # a shape is only made of a fitting push
                     return f"{record_head_json(envelope)}{fields}{more}}}"
         push = open_decrypted(envelope, plaintext, objects)
+        self.layout_mismatch = push.layout_mismatch
         self.misses += 1
         if entry is None:
             if len(self._shapes) >= _KEY_LIMIT:
@@ -165,7 +172,7 @@ class ShapeCache:
 class _Entry:
     __slots__ = ("misses", "objects", "shapes")
 
-    def __init__(self, objects: Sequence[PushObject] | None) -> None:
+    def __init__(self, objects: Layout | None) -> None:
         self.objects = objects  # kept so its id stays its own while cached
         self.shapes: list[Shape] = []
         self.misses = 0
@@ -201,17 +208,17 @@ def compile_shape(
     plaintext: bytes,
     notification: DataNotification,
     readings: tuple[Reading, ...],
-    push_object_list: Sequence[PushObject] | None,
+    push_object_list: Layout | None,
 ) -> Shape | None:
     """The shape of a decoded push, or None when its layout is not one we compile."""
-    if plaintext[:1] != bytes((DATA_NOTIFICATION,)):
-        return None
+    if plaintext[:1] != bytes((DATA_NOTIFICATION,)) or notification.body_descriptors:
+        return None  # descriptor bodies (XT211) are not one A-XDR value: full path
     stamp = _date_time_start(plaintext)
     body_offset = 6 if stamp is None else stamp + _DATE_TIME_SIZE
     try:
         plan = plan_readings(notification.body, push_object_list)
     except DlmsError:
-        plan = []
+        plan = Plan()
     if len(plan) != len(readings):
         return None  # extraction gave up on this body: no holes in it
     leaves: dict[int, tuple[int, int, int] | None] = {}
@@ -227,9 +234,10 @@ def compile_shape(
         builder.hole(stamp, stamp + _DATE_TIME_SIZE, _date_time_text)
     # Leaves that carry a reading become holes; every other byte stays literal.
     holes: dict[int, tuple[int, int, int]] = {}
-    for _obis, item, _scaler, _unit, _attribute in plan:
+    pinned = {id(item) for item in plan.pinned}  # bytes the plan depends on stay literal
+    for _obis, item, _scaler, _unit, _attribute, _form in plan:
         span = leaves.get(id(item))
-        if span is not None:
+        if span is not None and id(item) not in pinned:
             holes[id(item)] = span
     if not holes:
         return None  # all literal: it would only match this very push again
@@ -244,7 +252,7 @@ def compile_shape(
             builder.text(value_json_text(reading.value))
         else:
             tag, start, end = span
-            builder.hole(start, end, _reading_converter(tag, entry[2]))
+            builder.hole(start, end, _reading_converter(tag, entry[2], entry[5]))
         builder.text(tail)
     builder.text("]")
     return builder.shape()
@@ -362,9 +370,11 @@ def _body_converters() -> dict[int, _Convert]:
 _BODY_CONVERTERS = _body_converters()
 
 
-def _reading_converter(tag: int, scaler: int | None) -> _Convert:
+def _reading_converter(tag: int, scaler: int | None, form: str | None = None) -> _Convert:
     fixed = fixed_size_leaf(tag)
     if fixed is None:
+        if form is not None:
+            return functools.partial(_formed_reading_text, form)
         return _octets_reading_text  # no scaler applies to octets
     _size, kind, read = fixed
     if scaler is not None and scaler >= 0:
@@ -406,6 +416,10 @@ def _fractional_text(kind: DataType, read: Callable[[bytes], int], scaler: int) 
 @functools.lru_cache(maxsize=4096)
 def _octets_reading_text(raw: bytes) -> str:
     return value_json_text(scaled_value(DataType.OCTET_STRING, raw, None))
+
+
+def _formed_reading_text(form: str, raw: bytes) -> str:
+    return value_json_text(form_text(form, raw))
 
 
 def _invoke_id_text(raw: bytes) -> str:

@@ -18,7 +18,7 @@ from json.encoder import encode_basestring
 
 import attrs
 
-from dlmsd.cosem.readings import PushObject, Reading, extract_readings, readings_json_text
+from dlmsd.cosem.readings import Layout, Reading, extract_readings_checked, readings_json_text
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.axdr import data_json_text
 from dlmsd.protocol.ciphered import (
@@ -195,6 +195,8 @@ class Push:
     envelope: Envelope
     notification: DataNotification
     readings: tuple[Reading, ...]
+    #: Why the meter's configured layout did not fit the body (None: it did, or none).
+    layout_mismatch: str | None = None
 
     @property
     def system_title(self) -> bytes | None:
@@ -216,14 +218,14 @@ class Push:
 def open_push(
     envelope: Envelope,
     cipher: Suite0Cipher | None,
-    push_object_list: Sequence[PushObject] | None = None,
+    push_object_list: Layout | None = None,
 ) -> Push:
     """Verify, decrypt and decode the notification inside an envelope."""
     return open_decrypted(envelope, envelope.open(cipher), push_object_list)
 
 
 def open_decrypted(
-    envelope: Envelope, plaintext: bytes, push_object_list: Sequence[PushObject] | None = None
+    envelope: Envelope, plaintext: bytes, push_object_list: Layout | None = None
 ) -> Push:
     """Decode the notification of an envelope whose plaintext is already known."""
     if not plaintext or plaintext[0] != DATA_NOTIFICATION:
@@ -234,14 +236,17 @@ def open_decrypted(
             0,
         )
     notification = DataNotification.from_bytes(plaintext)
-    return Push(envelope, notification, extract_readings(notification.body, push_object_list))
+    readings, mismatch = extract_readings_checked(
+        notification.body, push_object_list, notification.body_descriptors
+    )
+    return Push(envelope, notification, readings, mismatch)
 
 
 def decode_push(
     apdu: bytes,
     cipher_for: Callable[[bytes | None], Suite0Cipher | None],
     system_title: bytes | None = None,
-    push_object_list: Sequence[PushObject] | None = None,
+    push_object_list: Layout | None = None,
 ) -> Push:
     """Peel, open and decode in one call (`cipher_for` maps a system title to keys)."""
     envelope = peel(apdu, system_title)

@@ -229,11 +229,14 @@ class Ingest:
             text = self._shapes.record_json(
                 envelope,
                 plaintext,
-                entry.push_object_list,
+                entry.layout,
                 f'{fields},"record_id":{encode_basestring(record_id)}',
             )
         except DlmsError as error:
             return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        mismatch = self._shapes.layout_mismatch
+        if mismatch is not None:
+            self._layout_mismatch(entry, source, transport, mismatch)
         if not self.state.spool_has_room():
             # state.spool_full = "refuse": the counter stays, a retransmission is accepted later.
             return self.reject(
@@ -248,6 +251,24 @@ class Ingest:
         self._observe_decode(time.perf_counter() - started)
         self._schedule_commit()
         return ACCEPTED
+
+    def _layout_mismatch(
+        self, entry: MeterEntry, source: str, transport: str, detail: str
+    ) -> None:
+        # The push is still accepted (its body is in the record), without readings:
+        # values under the wrong OBIS codes would be worse than none.
+        self.metrics.layout_mismatches.inc()
+        key = f"layout|{entry.display_id}".encode()
+        if self._log_limit.should_log(key, self._clock()):
+            self.log.warn(
+                "layout mismatch from {source} ({transport}) meter {meter}: {detail};"
+                " push kept without readings",
+                source=source,
+                transport=transport,
+                meter=entry.display_id,
+                meter_name=entry.name,
+                detail=detail,
+            )
 
     def _received_at(self, now: float) -> str:
         # Pushes arrive many per millisecond and the text has millisecond resolution.

@@ -9,6 +9,8 @@ A key file is TOML with one table per meter, keyed by system title in hex::
     labels = { site = "north" }
     security = ["auth+enc"]                      # allowed forms; this is the default
     push_object_list = ["0-0:1.0.0*255:2", "7-0:3.0.0*255:2"]
+    # or, instead of push_object_list, a built-in layout (dlmsd.cosem.profiles):
+    # profile = "kaifa-ma304-list3-3p"
 
 Several files may be loaded together; a system title defined twice is an error.
 Key files must be private to the daemon's user (mode 0600 or tighter).
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import attrs
 
+from dlmsd.cosem.profiles import PROFILES, Profile, profile_named
 from dlmsd.cosem.readings import PushObject
 from dlmsd.protocol.errors import DlmsError
 from dlmsd.protocol.security import Suite0Cipher
@@ -51,6 +54,7 @@ _METER_KEYS = frozenset(
         "labels",
         "security",
         "push_object_list",
+        "profile",
         "read_after_push",
     }
 )
@@ -95,11 +99,22 @@ class MeterEntry:
     name: str | None
     labels: Mapping[str, str] = attrs.field(hash=False)
     allowed_security: frozenset[str]
-    push_object_list: tuple[PushObject, ...] | None
+    #: How to read bare push bodies: a push object list or a built-in profile (or None).
+    layout: tuple[PushObject, ...] | Profile | None
     encryption_key: bytes | None = attrs.field(repr=False)
     authentication_key: bytes | None = attrs.field(repr=False)
     #: Push-then-read: what to read on the connection the meter pushed on (None: nothing).
     read_after_push: ReadAfterPush | None = attrs.field(default=None, repr=False)
+
+    @property
+    def push_object_list(self) -> tuple[PushObject, ...] | None:
+        """The configured push object list (None when none or a profile is set)."""
+        return None if isinstance(self.layout, Profile) else self.layout
+
+    @property
+    def profile(self) -> Profile | None:
+        """The configured built-in profile (``profile = "..."``), else None."""
+        return self.layout if isinstance(self.layout, Profile) else None
 
     @cached_property
     def cipher(self) -> Suite0Cipher | None:
@@ -310,16 +325,31 @@ class _EntryBuilder:
                 )
             except ReadbackSettingsError as error:
                 raise KeyFileError(self._path, str(error)) from None
+        push_object_list = self._objects_of(where, table.get("push_object_list"))
+        profile = self._profile_of(where, table.get("profile"))
+        if profile is not None and push_object_list is not None:
+            raise self._error(f"{where}.profile", "give either profile or push_object_list")
         return MeterEntry(
             system_title=bytes.fromhex(title_text),
             name=name,
             labels=self._labels_of(where, table.get("labels")),
             allowed_security=security,
-            push_object_list=self._objects_of(where, table.get("push_object_list")),
+            layout=profile if profile is not None else push_object_list,
             encryption_key=encryption_key,
             authentication_key=authentication_key,
             read_after_push=read_after_push,
         )
+
+    def _profile_of(self, where: str, value: object) -> Profile | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._error(f"{where}.profile", "expected the name of a built-in profile")
+        profile = profile_named(value)
+        if profile is None:
+            names = ", ".join(profile.name for profile in PROFILES)
+            raise self._error(f"{where}.profile", f"unknown profile {value!r} (known: {names})")
+        return profile
 
     def _key(
         self, where: str, table: dict[str, object], key: str, security: frozenset[str]

@@ -101,6 +101,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.layout_mismatches = Counter(
+            "dlmsd_layout_mismatches",
+            "Accepted pushes whose bare body did not fit the meter's push object list or"
+            " profile: kept without readings.",
+            registry=registry,
+        )
         self.records_delivered = Counter(
             "dlmsd_records_delivered",
             "Records delivered to a sink, per sink.",

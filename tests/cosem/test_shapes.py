@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dlmsd.cosem.profiles import PROFILES, Profile
 from dlmsd.cosem.readings import PushObject, scaled_value, value_json_text
 from dlmsd.cosem.shapes import ShapeCache, _fractional_text
 from dlmsd.protocol.apdus.notification import DataNotification
@@ -135,7 +136,12 @@ def layouts(draw: Any) -> Layout:
     count = draw(st.integers(1, 6))
     return Layout(
         draw(st.sampled_from(["array", "flat", "objects"])),
-        [draw(st.binary(min_size=6, max_size=6)) for _ in range(count)],
+        # OBIS codes as meters send them: value group A is 0..15 (six printable bytes
+        # would be a value such as a serial number, not an OBIS code).
+        [
+            bytes([draw(st.integers(0, 15))]) + draw(st.binary(min_size=5, max_size=5))
+            for _ in range(count)
+        ],
         [
             draw(st.none() | st.tuples(st.integers(-12, 12), st.integers(0, 255)))
             for _ in range(count)
@@ -348,3 +354,112 @@ def test_negative_scalers_without_decimal_give_the_decimal_text(
 def test_negative_scalers_on_any_integer(number: int, scaler: int) -> None:
     convert = _fractional_text(DataType.LONG64, lambda raw: number, scaler)
     assert convert(b"") == value_json_text(scaled_value(DataType.LONG64, number, scaler))
+
+
+# --- built-in profiles and implied scales (dlmsd.cosem.profiles) -------------------
+
+_PROFILE_VALUE_TYPES = {
+    DataType.DOUBLE_LONG_UNSIGNED: lambda draw: Data(
+        DataType.DOUBLE_LONG_UNSIGNED, draw(st.integers(0, 2**32 - 1))
+    ),
+    DataType.LONG_UNSIGNED: lambda draw: Data(
+        DataType.LONG_UNSIGNED, draw(st.integers(0, 2**16 - 1))
+    ),
+    DataType.OCTET_STRING: lambda draw: Data(
+        DataType.OCTET_STRING, draw(st.sampled_from([b"", b"\x00", b"KFM_001", b"RATE2\x00"]))
+    ),
+    DataType.VISIBLE_STRING: lambda draw: Data(
+        DataType.VISIBLE_STRING, draw(st.sampled_from(["", "MA304H3E", "x\x00"]))
+    ),
+}
+
+
+def _profile_body(profile: Profile, draw: Any) -> Data:
+    values = []
+    for element in profile.elements:
+        kind = draw(st.sampled_from(sorted(element.types)))
+        if element.form is not None:
+            # Octets of the element's form: 4-byte times, 5-byte dates, 6-byte names.
+            size = {"time": 4, "date": 5, "obis": 6}[element.form]
+            values.append(Data(kind, draw(st.binary(min_size=size, max_size=size))))
+        else:
+            values.append(_PROFILE_VALUE_TYPES[kind](draw))
+    return Data.structure(*values)
+
+
+@SETTINGS
+@given(st.sampled_from(PROFILES), st.booleans(), STAMPS, st.data())
+def test_profile_layouts_take_the_shape_and_give_the_same_text(
+    profile: Profile, configured: bool, stamp: CosemDateTime | None, data: st.DataObject
+) -> None:
+    layout = profile if configured or not profile.detect else None
+    first = _profile_body(profile, data.draw)
+    cache = ShapeCache()
+    for invoke in (1, 2):
+        assert_same_layout(cache, DataNotification(invoke, stamp, first).to_bytes(), layout)
+    assert cache.compiled == 1 and cache.refused == 0 and cache.failed == 0
+    for _ in range(3):
+        raw = DataNotification(9, stamp, revalue(first, data.draw)).to_bytes()
+        assert_same_layout(cache, raw, layout)
+
+
+def full_path_layout(plaintext: bytes, layout: Any) -> str:
+    return open_decrypted(envelope_of(plaintext), plaintext, layout).record_json(MORE)
+
+
+def assert_same_layout(cache: ShapeCache, plaintext: bytes, layout: Any) -> None:
+    fast = outcome(lambda: cache.record_json(envelope_of(plaintext), plaintext, layout, MORE))
+    assert fast == outcome(lambda: full_path_layout(plaintext, layout))
+    if fast[0] == "ok":
+        full = open_decrypted(envelope_of(plaintext), plaintext, layout)
+        assert cache.layout_mismatch == full.layout_mismatch
+
+
+def _kamstrup_body(list_id: str, meter_type: str, current: int, energy: int) -> Data:
+    return Data.structure(
+        Data.visible_string(list_id),
+        Data.octet_string(bytes.fromhex("0101600101ff")),
+        Data.visible_string(meter_type),
+        Data.octet_string(bytes.fromhex("01011f0700ff")),
+        Data.double_long_unsigned(current),
+        Data.octet_string(bytes.fromhex("0101010800ff")),
+        Data.double_long_unsigned(energy),
+    )
+
+
+@SETTINGS
+@given(
+    st.sampled_from(["Kamstrup_V0001", "Kamstrup_V0002", "KFM_001", "Other_V0001"]),
+    st.sampled_from(["6841138BN245101090", "6851138BN245101090"]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+)
+def test_implied_scales_follow_the_list_id_in_the_fast_path_too(
+    list_id: str, meter_type: str, current: int, energy: int
+) -> None:
+    # The list id and meter type decide the scales: a shape compiled for one list must
+    # not read another. Synthetic bodies in the layout of Kamstrup's HAN lists.
+    cache = ShapeCache()
+    for known in ("Kamstrup_V0001", "Kamstrup_V0002"):
+        for invoke in (1, 2):
+            raw = DataNotification(
+                invoke, None, _kamstrup_body(known, "6841138BN245101090", 1, 1)
+            ).to_bytes()
+            assert_same(cache, raw)
+    raw = DataNotification(3, None, _kamstrup_body(list_id, meter_type, current, energy))
+    assert_same(cache, raw.to_bytes())
+
+
+@SETTINGS
+@given(st.sampled_from([p for p in PROFILES if p.detect]), st.data())
+def test_a_configured_list_that_does_not_fit_is_a_mismatch_on_both_paths(
+    profile: Profile, data: st.DataObject
+) -> None:
+    body = _profile_body(profile, data.draw)
+    wrong = (PushObject.parse("1-0:1.8.0"),) * (len(profile) + 1)
+    cache = ShapeCache()
+    for invoke in (1, 2, 3):
+        raw = DataNotification(invoke, None, body).to_bytes()
+        assert_same(cache, raw, wrong)
+        assert cache.layout_mismatch is not None
+    assert cache.compiled == 0

@@ -14,6 +14,7 @@ from dlmsd.protocol.apdus.notification import (
     EventNotificationRequest,
     decode_data_notification,
     decode_event_notification_request,
+    well_formed_date_time,
 )
 from dlmsd.protocol.axdr import Data, DataType
 from dlmsd.protocol.cosem_datetime import CosemDateTime
@@ -169,9 +170,30 @@ def test_malformed_event_notification(hex_bytes: str) -> None:
 
 
 date_times = st.binary(min_size=12, max_size=12).map(CosemDateTime.from_bytes)
+# The dlms-cosem writer form (01 + 12 bytes) is read only for well-formed date-times.
+well_formed_date_times = st.tuples(
+    st.binary(min_size=2, max_size=2),
+    st.integers(1, 12),
+    st.integers(1, 31),
+    st.integers(1, 7) | st.just(0xFF),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+    st.integers(0, 99) | st.just(0xFF),
+    st.sampled_from([-180, -120, -60, 0, 60, -0x8000]),
+    st.integers(0, 255),
+).map(lambda f: f[0] + bytes(f[1:8]) + f[8].to_bytes(2, "big", signed=True) + bytes((f[9],)))
 notifications = st.one_of(
     st.builds(DataNotification, u32, st.none(), data_values),
     st.builds(DataNotification, u32, date_times, data_values, st.booleans()),
+    st.builds(
+        DataNotification,
+        u32,
+        well_formed_date_times.filter(well_formed_date_time).map(CosemDateTime.from_bytes),
+        data_values,
+        st.just(False),
+        st.just(True),
+    ),
 )
 event_notifications = st.one_of(
     st.builds(EventNotificationRequest, st.none(), attribute_descriptors, data_values),

@@ -236,6 +236,12 @@ BAD_FILES = [
     ),
     (meter(T, push_object_list='"1-0:1.8.0"'), f"meters.{T}.push_object_list: expected a list"),
     (meter(T, push_object_list="[3]"), f"meters.{T}.push_object_list[0]: expected a string"),
+    (meter(T, profile='"kaifa-ma999"'), f"meters.{T}.profile: unknown profile 'kaifa-ma999'"),
+    (meter(T, profile="3"), f"meters.{T}.profile: expected the name of a built-in profile"),
+    (
+        meter(T, profile='"kaifa-ma304-list1"', push_object_list='["1-0:1.7.0"]'),
+        f"meters.{T}.profile: give either profile or push_object_list",
+    ),
     (
         meter(T, encryption_key_x='"00"').replace("encryption_key_x", "ek"),
         f"meters.{T}.ek: unknown",
@@ -545,3 +551,13 @@ def test_keys_add_keeps_crlf_line_endings(tmp_path: Path) -> None:
     assert run_cli("keys", "add", "4B464D0000000002", "--generate", "--file", str(path)) == 0
     assert path.read_bytes().startswith(b"[meters.4B464D0000000001]\r\n")
     assert len(KeyStore.load([path])) == 2
+
+
+def test_a_meter_names_a_built_in_profile(tmp_path: Path) -> None:
+    path = write_keys(tmp_path / "k.toml", meter(T, profile='"kaifa-ma304-list3-3p"'))
+    (entry,) = KeyStore.load([path])
+    assert entry.profile is not None and entry.profile.name == "kaifa-ma304-list3-3p"
+    assert entry.layout is entry.profile
+    other = write_keys(tmp_path / "o.toml", meter(T, push_object_list='["1-0:1.8.0"]'))
+    (listed,) = KeyStore.load([other])
+    assert listed.profile is None and listed.layout == listed.push_object_list

@@ -9,6 +9,23 @@ Some meters (Kaifa HAN) send it as a tagged Data octet-string, ``09 0C`` + 12
 bytes; that form is accepted and kept (`date_time_tagged`) so it re-encodes
 byte-exact.
 
+Tolerated writer quirk: dlms-cosem's DataNotification encoder (and gateways
+built on it) writes the date-time as an OPTIONAL presence flag, ``01`` + 12
+bytes, without the octet-string length. That form is accepted only when the 12
+bytes are a well-formed COSEM date-time (every field in range or "not
+specified"), and kept (`date_time_flagged`) so it re-encodes byte-exact.
+Anything else is refused as before.
+
+Sagemcom XT211 (RS485 customer port) sends a body that is not one A-XDR value:
+``01|02 count`` then, per element, an untagged attribute descriptor (class id
+u16, logical name 6 bytes, attribute i8) followed by one tagged value. A generic
+decoder stops inside the first descriptor. When the body does not decode as
+A-XDR and reads exactly to its end in this form, it is accepted and represented
+as a sequence of ``structure{long-unsigned class id, octet-string OBIS, integer
+attribute, value}`` (`body_descriptors`, so it re-encodes byte-exact).
+Source: esphome/esphome esphome/components/dlms_meter/dlms_parser.cpp (pattern
+"U.ZPA" = ``F,C,O,A,TV``) and Tomer27cz/xt211 components/xt211/xt211_axdr_parser.cpp.
+
 EVENT-NOTIFICATION-Request::
 
     C2 | time: 00 | 01 0C + 12 bytes | cosem-attribute-descriptor(9) | attribute-value (Data)
@@ -31,13 +48,27 @@ from dlmsd.protocol.apdus.common import (
     read_octet_string,
     read_presence,
 )
-from dlmsd.protocol.axdr import Data, decode_data, encode_data
+from dlmsd.protocol.axdr import (
+    Data,
+    DataType,
+    decode_data,
+    decode_length,
+    encode_data,
+    encode_length,
+)
 from dlmsd.protocol.cosem_datetime import CosemDateTime
-from dlmsd.protocol.errors import DecodeError, EncodeError, TruncatedError, UnknownTagError
+from dlmsd.protocol.errors import (
+    DecodeError,
+    DlmsError,
+    EncodeError,
+    TruncatedError,
+    UnknownTagError,
+)
 
 _U32 = struct.Struct(">I")
 _DATE_TIME_SIZE = 12
 _OCTET_STRING_TAG = 0x09
+_PRESENCE_FLAG = 0x01
 
 
 def _date_time_from(raw: bytes, offset: int) -> CosemDateTime:
@@ -61,6 +92,8 @@ class DataNotification:
     date_time: CosemDateTime | None
     body: Data
     date_time_tagged: bool = False
+    date_time_flagged: bool = False
+    body_descriptors: bool = False
 
     @property
     def invoke(self) -> LongInvokeIdAndPriority:
@@ -91,13 +124,22 @@ class DataNotification:
                 f"got {self.long_invoke_id_and_priority}"
             )
         head = b"\x0f" + _U32.pack(self.long_invoke_id_and_priority)
+        if self.date_time_tagged and self.date_time_flagged:
+            raise EncodeError("a date-time is either tagged (09 0C) or flagged (01), not both")
         if self.date_time is None:
-            if self.date_time_tagged:
-                raise EncodeError("a tagged date-time needs a date-time")
+            if self.date_time_tagged or self.date_time_flagged:
+                raise EncodeError("a tagged or flagged date-time needs a date-time")
             stamp = b"\x00"
         else:
             raw = self.date_time.to_bytes()
-            stamp = (b"\x09\x0c" if self.date_time_tagged else b"\x0c") + raw
+            if self.date_time_tagged:
+                stamp = b"\x09\x0c" + raw
+            elif self.date_time_flagged:
+                stamp = b"\x01" + raw
+            else:
+                stamp = b"\x0c" + raw
+        if self.body_descriptors:
+            return head + stamp + encode_descriptor_body(self.body)
         return head + stamp + encode_data(self.body)
 
     @classmethod
@@ -110,7 +152,7 @@ class DataNotification:
             raise UnknownTagError(f"DataNotification tag must be 0x0F, got 0x{buf[0]:02X}", 0)
         invoke = _U32.unpack_from(buf, 1)[0]
         length = buf[5]
-        tagged = False
+        tagged = flagged = False
         date_time: CosemDateTime | None
         if length == 0:
             date_time = None
@@ -121,9 +163,13 @@ class DataNotification:
                 start = 7
             elif length == _DATE_TIME_SIZE:
                 start = 6
+            elif length == _PRESENCE_FLAG and well_formed_date_time(buf[6:18]):
+                flagged = True  # the dlms-cosem writer quirk (see the module docstring)
+                start = 6
             else:
                 raise DecodeError(
-                    f"date-time must be 00, 0C + 12 bytes or 09 0C + 12 bytes, got {length:02X}",
+                    "date-time must be 00, 0C + 12 bytes or 09 0C + 12 bytes"
+                    f" (or 01 + a 12-byte COSEM date-time), got {length:02X}",
                     5,
                 )
             offset = start + _DATE_TIME_SIZE
@@ -132,10 +178,22 @@ class DataNotification:
             date_time = CosemDateTime.from_bytes(bytes(buf[start:offset]))
         if offset >= size:
             raise TruncatedError("DataNotification has no notification-body", offset)
-        body, end = decode_data(buf, offset)
-        if end != size:
-            raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
-        return _make_notification(invoke, date_time, body, tagged)
+        descriptors = False
+        try:
+            body, end = decode_data(buf, offset)
+            if end != size:
+                raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
+        except DlmsError:
+            described = decode_descriptor_body(buf, offset)
+            if described is None:
+                raise
+            body, descriptors = described, True
+        notification = _make_notification(invoke, date_time, body, tagged)
+        if flagged:
+            _set_flagged(notification, True)
+        if descriptors:
+            _set_descriptors(notification, True)
+        return notification
 
 
 # Hot path: build decoded notifications through the slot descriptors, skipping the
@@ -145,6 +203,8 @@ _set_invoke = DataNotification.__dict__["long_invoke_id_and_priority"].__set__
 _set_date_time = DataNotification.__dict__["date_time"].__set__
 _set_body = DataNotification.__dict__["body"].__set__
 _set_tagged = DataNotification.__dict__["date_time_tagged"].__set__
+_set_flagged = DataNotification.__dict__["date_time_flagged"].__set__
+_set_descriptors = DataNotification.__dict__["body_descriptors"].__set__
 
 
 def _make_notification(
@@ -155,7 +215,103 @@ def _make_notification(
     _set_date_time(notification, date_time)
     _set_body(notification, body)
     _set_tagged(notification, tagged)
+    _set_flagged(notification, False)
+    _set_descriptors(notification, False)
     return notification
+
+
+_SEQUENCE_TAGS = (0x01, 0x02)  # array, structure
+_DESCRIPTOR_SIZE = 9  # class id (2), logical name (6), attribute (1)
+_MAX_DESCRIPTOR_CLASS = 0xFF  # interface classes in use are below 256
+
+
+def decode_descriptor_body(buf: bytes, offset: int) -> Data | None:
+    """The XT211 body form (see the module docstring) at `offset`, read exactly to the
+    end of `buf`, as a sequence of ``structure{class id, OBIS, attribute, value}``;
+    None when the bytes are not in that form."""
+    size = len(buf)
+    if offset + 2 > size or buf[offset] not in _SEQUENCE_TAGS:
+        return None
+    try:
+        count, position = decode_length(buf, offset + 1)
+    except DlmsError:
+        return None
+    if count == 0 or count > (size - position) // (_DESCRIPTOR_SIZE + 1):
+        return None
+    entries = []
+    for _ in range(count):
+        if position + _DESCRIPTOR_SIZE >= size:
+            return None
+        class_id = int.from_bytes(buf[position : position + 2], "big")
+        name = bytes(buf[position + 2 : position + 8])
+        attribute = int.from_bytes(buf[position + 8 : position + 9], "big", signed=True)
+        if class_id == 0 or class_id > _MAX_DESCRIPTOR_CLASS or attribute == 0:
+            return None
+        try:
+            value, position = decode_data(buf, position + _DESCRIPTOR_SIZE)
+        except DlmsError:
+            return None
+        entries.append(
+            Data.structure(
+                Data.long_unsigned(class_id),
+                Data.octet_string(name),
+                Data.integer(attribute),
+                value,
+            )
+        )
+    if position != size:
+        return None
+    sequence = Data.array if buf[offset] == 0x01 else Data.structure
+    return sequence(*entries)
+
+
+def encode_descriptor_body(body: Data) -> bytes:
+    """The XT211 body form of a sequence of ``structure{class id, OBIS, attribute, value}``."""
+    entries = body.value
+    if body.type not in (DataType.ARRAY, DataType.STRUCTURE) or not isinstance(entries, tuple):
+        raise EncodeError("a descriptor body is an array or structure of descriptors")
+    out = bytearray((0x01 if body.type is DataType.ARRAY else 0x02,))
+    out += encode_length(len(entries))
+    for entry in entries:
+        fields = entry.value
+        if (
+            entry.type is not DataType.STRUCTURE
+            or not isinstance(fields, tuple)
+            or len(fields) != 4
+        ):
+            raise EncodeError("a descriptor is structure{class id, OBIS, attribute, value}")
+        class_id, name, attribute = fields[0].value, fields[1].value, fields[2].value
+        if (
+            not isinstance(class_id, int)
+            or not isinstance(name, bytes)
+            or len(name) != 6
+            or not isinstance(attribute, int)
+            or not 0 <= class_id <= 0xFFFF
+            or not -128 <= attribute <= 127
+        ):
+            raise EncodeError("a descriptor is structure{class id, OBIS, attribute, value}")
+        out += class_id.to_bytes(2, "big") + name + attribute.to_bytes(1, "big", signed=True)
+        out += encode_data(fields[3])
+    return bytes(out)
+
+
+def well_formed_date_time(raw: bytes) -> bool:
+    """Whether 12 bytes are a COSEM date-time with every field in range or "not
+    specified" (Blue Book 4.1.6.1); the year is any value."""
+    if len(raw) != _DATE_TIME_SIZE:
+        return False
+    month, day, weekday, hour, minute, second, hundredths = raw[2:9]
+    deviation = int.from_bytes(raw[9:11], "big", signed=True)
+    return (
+        (1 <= month <= 12 or month >= 0xFD)
+        and (1 <= day <= 31 or day >= 0xFD)
+        and (1 <= weekday <= 7 or weekday == 0xFF)
+        and (hour <= 23 or hour == 0xFF)
+        and (minute <= 59 or minute == 0xFF)
+        and (second <= 59 or second == 0xFF)
+        and (hundredths <= 99 or hundredths == 0xFF)
+        and (-720 <= deviation <= 720 or deviation == -0x8000)
+    )
 
 
 @attrs.frozen(slots=True)
