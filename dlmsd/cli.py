@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     _register(sub, "dlmsd.service.state_cli")
     _register(sub, "dlmsd.service.run_cli")
     _register(sub, "dlmsd.client.cli")
+    _register(sub, "dlmsd.client.cli_write")
     _register(sub, "dlmsd.client.emulator")
+    _register(sub, "dlmsd.completion")
     return parser
 
 
@@ -47,11 +49,24 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(LLC header allowed) are detected.",
     )
     decode.add_argument("hex", nargs="?", default="-", help="frame as hex; '-' reads stdin")
-    decode.add_argument("--ek", help="encryption key (32 hex characters)")
-    decode.add_argument("--ak", help="authentication key (32 hex characters)")
-    decode.add_argument("--keys", metavar="FILE", help="key store file (TOML)")
     decode.add_argument(
-        "--system-title", help="system title (hex) for APDUs that carry none (glo- APDUs)"
+        "--ek",
+        help="encryption key (32 hex characters); default: none, so ciphered frames are "
+        "refused (no keys)",
+    )
+    decode.add_argument(
+        "--ak",
+        help="authentication key (32 hex characters), for authenticated frames "
+        "(security 0x10/0x30); default: the --ek value",
+    )
+    decode.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="key store file (TOML), keys picked by the frame's system title; default: none",
+    )
+    decode.add_argument(
+        "--system-title",
+        help="system title (hex) for APDUs that carry none (glo- APDUs); default: the frame's own",
     )
     decode.add_argument(
         "--quarantine",
@@ -64,7 +79,7 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="read bare push bodies with this built-in layout (docs/profiles.md);"
         " with --keys, each meter's own push_object_list or profile applies",
     )
-    decode.add_argument("--pretty", action="store_true", help="indented, readable output")
+    decode.add_argument("--pretty", action="store_true", help="indented JSON")
     _register_decode_stream(decode)
     decode.set_defaults(func=_run_decode)
 

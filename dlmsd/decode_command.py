@@ -12,7 +12,7 @@ from pathlib import Path
 from dlmsd.cosem.profiles import PROFILES, profile_named
 from dlmsd.cosem.readings import Layout
 from dlmsd.decoding import CipherLookup, LayoutLookup, decode_capture
-from dlmsd.protocol.errors import DlmsError
+from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
 from dlmsd.protocol.security import Suite0Cipher
 
 EXIT_BAD_INPUT = 2
@@ -163,6 +163,35 @@ def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
         ak = _parse_hex(args.ak, "--ak", 16) if args.ak else ek
         if ek is None or ak is None:
             raise UsageError("--ek is required with --ak")
-        cipher = Suite0Cipher(ek, ak)
+        cipher = Suite0Cipher(ek, ak) if args.ak else _WithoutAk(ek, ek)
         return lambda _system_title: cipher
     return lambda _system_title: None
+
+
+class _WithoutAk(Suite0Cipher):
+    """``--ek`` without ``--ak``: the encryption key stands in for the missing one.
+
+    When the tag of an authenticated frame then fails, the likely cause is the
+    missing authentication key, not a forgery: say so.
+    """
+
+    __slots__ = ()
+
+    def decrypt(
+        self,
+        system_title: bytes,
+        security_control: int,
+        invocation_counter: int,
+        payload: bytes,
+        *,
+        extra_aad: bytes = b"",
+    ) -> bytes:
+        try:
+            return super().decrypt(
+                system_title, security_control, invocation_counter, payload, extra_aad=extra_aad
+            )
+        except AuthenticationFailed:
+            raise AuthenticationFailed(
+                "the frame is authenticated and the authentication key is missing: "
+                "give --ak (without it the --ek value is tried, and the tag does not verify)"
+            ) from None

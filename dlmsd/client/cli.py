@@ -1,8 +1,8 @@
 """``dlmsd get``, ``dlmsd profile`` and ``dlmsd objects``: read a meter from the shell.
 
 A thin layer over :mod:`dlmsd.client.blocking`. Output is JSON (``--pretty``:
-a table). Errors are one line on stderr: exit 2 for bad usage or input, 1
-when the exchange with the meter failed (timeout, refused association, wrong
+indented; ``--table``: a text table). Errors are one line on stderr: exit 2 for
+bad usage or input, 1 when the exchange with the meter failed (timeout, refused association, wrong
 keys, an error answer).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dlmsd.client.blocking import Client, SerialClient, TcpClient, UdpClient
+from dlmsd.client.cli_values import json_value, number
 from dlmsd.client.errors import ClientError, ServiceError
 from dlmsd.client.operations import ProfileRows
 from dlmsd.client.targets import Target, parse_target
@@ -56,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get.add_argument("targets", nargs="+", metavar="OBIS[:attr]")
     get.add_argument(
         "--scaled", action="store_true", help="registers: apply the scaler and show the unit"
+    )
+    get.add_argument(
+        "--raw",
+        action="store_true",
+        help='the typed view ({"type": "long-unsigned", "value": 5}) instead of plain values',
     )
     _connection_options(get)
     get.set_defaults(func=lambda args: _main(args, _run_get))
@@ -136,7 +142,9 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--max-pdu", type=int, default=0xFFFF, help="our max receive PDU size")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    shape = out.add_mutually_exclusive_group()
+    shape.add_argument("--pretty", action="store_true", help="indented JSON")
+    shape.add_argument("--table", action="store_true", help="a text table instead of JSON")
 
 
 # -- building the client ------------------------------------------------------------------
@@ -294,22 +302,23 @@ def _run_get(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 if args.scaled and target.attribute == 2:
                     reading = meter.read_register(target)
-                    entry.update(value=_plain(reading.value), unit=reading.unit)
-                else:
+                    entry.update(value=number(reading.value), unit=reading.unit)
+                elif args.raw:
                     entry["value"] = meter.get(target).to_json()
+                else:
+                    entry["value"] = json_value(meter.get(target))
             except ServiceError as error:
                 failed = True
-                entry["error"] = _result_name(error)
+                entry["error"] = result_name(error)
             results.append(entry)
-    if args.pretty:
+    if args.table:
         rows = [
             (str(r["target"]), _cell(r.get("value", r.get("error"))), str(r.get("unit") or ""))
             for r in results
         ]
         _table(out, ("target", "value", "unit"), rows)
     else:
-        json.dump(results, out)
-        out.write("\n")
+        write_json(out, results, args)
     return 1 if failed else 0
 
 
@@ -320,7 +329,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO) -> int:
     if entries is not None and (start or end):
         raise UsageError("use --from/--to or --entries, not both")
     columns = _columns(args.columns) if args.columns else None
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() or args.pretty else None
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() or args.table else None
     client = client_from_args(args, progress)
     try:
         with client.session() as meter:
@@ -335,15 +344,14 @@ def _run_profile(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         if progress is not None:
             progress.done()
-    if args.pretty:
+    if args.table:
         headers = tuple(
             f"{header} [{unit.symbol}]" if unit is not None and unit.symbol else header
             for header, unit in zip(rows.headers, rows.units, strict=True)
         )
         _table(out, headers, [tuple(_cell(cell) for cell in row) for row in rows.rows])
     else:
-        json.dump(profile_json(rows), out)
-        out.write("\n")
+        write_json(out, profile_json(rows), args)
     return 0
 
 
@@ -368,15 +376,14 @@ def _run_objects(args: argparse.Namespace, out: TextIO) -> int:
     client = client_from_args(args)
     with client.session() as meter:
         entries = meter.object_list()
-    if args.pretty:
+    if args.table:
         _table(
             out,
             ("class", "version", "obis", "name", "attributes", "methods"),
             [_object_row(entry) for entry in entries],
         )
     else:
-        json.dump([object_json(entry) for entry in entries], out)
-        out.write("\n")
+        write_json(out, [object_json(entry) for entry in entries], args)
     return 0
 
 
@@ -448,7 +455,14 @@ def _columns(text: str) -> list[int]:
     return columns
 
 
-def _result_name(error: ServiceError) -> str:
+def write_json(out: TextIO, value: object, args: argparse.Namespace) -> None:
+    """One JSON document on a line, or indented with ``--pretty``."""
+    json.dump(value, out, ensure_ascii=False, indent=2 if args.pretty else None)
+    out.write("\n")
+
+
+def result_name(error: ServiceError) -> str:
+    """A failed item as JSON shows it: ``object-undefined``, ``read-write-denied``, ..."""
     result = error.result
     if isinstance(result, DataAccessResult):
         return result.name.lower().replace("_", "-")
@@ -457,7 +471,7 @@ def _result_name(error: ServiceError) -> str:
 
 def _plain(value: object) -> object:
     if isinstance(value, Decimal):
-        return str(value)
+        return number(value)
     if isinstance(value, CosemDateTime):
         moment = value.to_datetime()
         return moment.isoformat() if moment is not None else value.to_json()
