@@ -47,6 +47,8 @@ test-deps:
 		echo "installing prometheus (promtool), docker-compose"; apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		prometheus docker-compose; fi
+	@if ! command -v zsh >/dev/null; then \
+		echo "installing zsh (completion tests)"; apt-get update -qq && apt-get install -y -qq zsh; fi
 
 test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

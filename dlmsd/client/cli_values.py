@@ -41,7 +41,9 @@ _TIMES: dict[DataType, type[CosemDateTime] | type[CosemDate] | type[CosemTime]] 
     DataType.TIME: CosemTime,
 }
 
-#: The ``--type`` names `data_from_text` accepts: the Blue Book labels plus
+_NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
+#: The TYPE names `data_from_text` accepts: the Blue Book labels plus
 #: ``clock``, a date-time as the 12-octet octet-string COSEM objects hold.
 TEXT_TYPES = (
     "clock",
@@ -109,6 +111,13 @@ def data_from_json(node: object, depth: int = 0) -> Data:
         if not isinstance(value, str):
             raise DecodeError("octet-string needs hex text")
         return Data(data_type, _octets(value))
+    if data_type == DataType.BOOLEAN and isinstance(node.get("raw"), int):
+        value = node["raw"]  # a wire octet other than 0/1, kept as the meter sent it
+        if not 0 <= value <= 255:
+            raise DecodeError(f"boolean raw octet out of range: {value}")
+        return Data(data_type, value)
+    if data_type in (DataType.FLOAT32, DataType.FLOAT64) and value in _NON_FINITE:
+        return Data(data_type, float(str(value).replace("Infinity", "inf")))
     return _scalar(data_type, value)
 
 
