@@ -50,6 +50,11 @@ test-deps:
 	@if ! command -v zsh >/dev/null; then \
 		echo "installing zsh (completion tests)"; apt-get update -qq && apt-get install -y -qq zsh; fi
 
+# the API reference from the docstrings (pdoc; any warning fails)
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python docs/build_api.py build/api
+
 test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -196,3 +196,30 @@ def test_wrapper_stream_of_several_frames(capsys: pytest.CaptureFixture[str]) ->
         487,
         488,
     ]
+
+
+def test_missing_authentication_key_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    # ../shared/docs/dlms-reference.md section 4, vector 3: auth+enc, EK != AK.
+    frame = (
+        "0001000100010031"
+        "DB084D4D4D0000BC614E263001234567"
+        "8E1212FF9A5A45556E273B55851798F90F624704884948FC3E15574307AF2732AE"
+    )
+    code, out, err = _decode(capsys, frame, "--ek", "000102030405060708090A0B0C0D0E0F")
+    assert (code, out) == (2, "")
+    assert "authentication key is missing" in err and "--ak" in err
+    assert "forged" not in err
+    # a wrong --ak given explicitly is still a tag that does not verify
+    code, _, err = _decode(
+        capsys, frame, "--ek", "000102030405060708090A0B0C0D0E0F", "--ak", "00" * 16
+    )
+    assert code == 2 and "forged frame or wrong key" in err
+
+
+def test_help_says_what_each_key_defaults_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["decode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: the --ek value" in text  # --ak
+    assert "default: none, so ciphered frames are refused" in text  # --ek
+    assert "default: the frame's own" in text  # --system-title
