@@ -193,7 +193,7 @@ _dlmsd() {{
 {body}
     esac
 }}
-if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+if [[ $funcstack[1] == _dlmsd ]]; then
     _dlmsd "$@"
 else
     compdef _dlmsd dlmsd
