@@ -74,7 +74,8 @@ GURUX_AUTH["hls"] = Authentication.HIGH_GMAC
 def read_basics(framing: str, auth: str) -> list[Any]:
     with serve(framing, GURUX_AUTH[auth]) as meter:
         args = meter_args(meter.port, framing, [*security(auth), *FAST])
-        return list(dlmsd_json("get", *args, "0-0:1.0.0.255", "1-0:1.8.0.255", "1-0:1.8.0.255:3"))
+        targets = ["0-0:1.0.0.255", "1-0:1.8.0.255", "1-0:1.8.0.255:3"]
+        return list(dlmsd_json("get", "--raw", *args, *targets))  # the typed view
 
 
 @pytest.mark.parametrize(

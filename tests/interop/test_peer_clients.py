@@ -66,7 +66,7 @@ def dlmsd_view(framing: Framing, port: int, auth: Auth) -> dict[str, Any]:
     extra = security_args(auth)
     base = meter_args(port, framing, extra)
     clock, value, scaler_unit = dlmsd_json(
-        "get", *base, "0-0:1.0.0.255", REGISTER, REGISTER + ":3"
+        "get", "--raw", *base, "0-0:1.0.0.255", REGISTER, REGISTER + ":3"
     )
     scaled = dlmsd_json("get", "--scaled", *base, REGISTER)[0]
     start, end = (moment.isoformat() for moment in RANGE)
@@ -81,7 +81,7 @@ def dlmsd_view(framing: Framing, port: int, auth: Auth) -> dict[str, Any]:
             scaler_unit["value"]["value"][0]["value"],
             scaler_unit["value"]["value"][1]["value"],
         ),
-        "scaled": (Decimal(scaled["value"]), scaled["unit"]),
+        "scaled": (Decimal(str(scaled["value"])), scaled["unit"]),  # a JSON number
         "range": [_dlmsd_row(row) for row in by_range["rows"]],
         "entries": [_dlmsd_row(row) for row in by_entries["rows"]],
         "objects": [(entry["class_id"], _dotted(entry["obis"])) for entry in objects],
