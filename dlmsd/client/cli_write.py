@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_set(args: argparse.Namespace, out: TextIO) -> int:
+    _no_table(args)
     target = _target(args.target)
     value = _value(args.value, target)
     client = client_from_args(args)
@@ -78,6 +79,7 @@ def _run_set(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _run_action(args: argparse.Namespace, out: TextIO) -> int:
+    _no_table(args)
     target = _target(args.target)
     if not 0 < args.method < 256:
         raise UsageError(f"method {args.method} out of range 1..255")
@@ -91,6 +93,11 @@ def _run_action(args: argparse.Namespace, out: TextIO) -> int:
     target_text = f"{target.resolved_class_id}/{target.obis}"
     write_json(out, {"target": target_text, "method": args.method, "return": shown}, args)
     return 0
+
+
+def _no_table(args: argparse.Namespace) -> None:
+    if args.table:
+        raise UsageError("--table: this command prints one JSON object (--pretty indents it)")
 
 
 def _value(text: str, target: Target | None) -> Data:

@@ -93,6 +93,8 @@ def test_set_errors(emulator: Start, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 2 and "out of range" in err
     code, _, err = run(capsys, "set", *where, *HLS, "0-0:25.9.0:6", "{not json")
     assert code == 2 and "not JSON" in err
+    code, _, err = run(capsys, "set", *where, *HLS, "--table", "0-0:25.9.0:6", "unsigned:1")
+    assert code == 2 and "--pretty" in err
     # the public client may not write: the meter's answer, exit 1
     code, _, err = run(capsys, "set", *where, "0-0:25.9.0:6", "unsigned:1")
     assert code == 1 and "read-write-denied" in err
