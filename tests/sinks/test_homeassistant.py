@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from dlmsd.sinks import SinkConfigError
 from dlmsd.sinks.homeassistant import (
     DEVICE_CLASS_UNITS,
     RULES,
@@ -24,7 +25,6 @@ from dlmsd.sinks.homeassistant import (
     sensor_classes,
     sensor_name,
 )
-from dlmsd.sinks import SinkConfigError
 from dlmsd.sinks.mqtt import MessageBuilder, MqttSink
 from tests.service.test_daemon import wait_until
 from tests.sinks.mosquitto import Mosquitto
