@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,6 +25,7 @@ from dlmsd.sinks.homeassistant import (
 )
 from dlmsd.sinks.mqtt import MessageBuilder, MqttSink
 from tests.service.test_daemon import wait_until
+from tests.sinks.ha_schema import SENSOR_SCHEMA, check_discovery
 from tests.sinks.mosquitto import Mosquitto
 from tests.sinks.test_mqtt import (
     TITLE,
@@ -37,15 +36,7 @@ from tests.sinks.test_mqtt import (
     sink_options,
 )
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "ha-mqtt-sensor.schema.json"
-SENSOR_SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 STAMP = "2024-03-01T12:00:00+01:00"
-
-
-def check_discovery(config: dict[str, Any]) -> None:
-    """Raise with every schema violation of one discovery payload."""
-    errors = sorted(SENSOR_SCHEMA.iter_errors(config), key=lambda error: list(error.path))
-    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
 
 
 # --- the class table: one case per row, then the fall-backs ---------------------------
@@ -292,8 +283,10 @@ def volatile_mosquitto(mosquitto: Mosquitto) -> Iterator[Mosquitto]:
     yield mosquitto
 
 
-def ha_sink(port: int) -> MqttSink:
-    options = sink_options(port, mode="obis", homeassistant=True, client_id="dlmsd-ha-test")
+def ha_sink(port: int, protocol: str = "3.1.1") -> MqttSink:
+    options = sink_options(
+        port, mode="obis", homeassistant=True, client_id="dlmsd-ha-test", protocol=protocol
+    )
     return MqttSink("mqtt", settings(**options))
 
 
@@ -358,9 +351,12 @@ async def test_discovery_is_republished_after_a_broker_restart_without_persisten
     assert sink.republished == len(READINGS)
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 @on_reactor
-async def test_home_assistant_online_brings_the_configs_again(mosquitto: Mosquitto) -> None:
-    sink = ha_sink(mosquitto.port)
+async def test_home_assistant_online_brings_the_configs_again(
+    mosquitto: Mosquitto, protocol: str
+) -> None:
+    sink = ha_sink(mosquitto.port, protocol)
     watcher = Collector(mosquitto.port, "homeassistant/sensor/#")
     try:
         await wait_until(lambda: sink.connected)

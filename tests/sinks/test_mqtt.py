@@ -51,6 +51,7 @@ from tests.service.test_daemon import (
     stop,
     wait_until,
 )
+from tests.sinks.ha_schema import check_discovery
 from tests.sinks.mosquitto import PASSWORD, USERNAME, Mosquitto, Subscriber, free_port
 from tests.twistd import twistd_command
 
@@ -605,6 +606,8 @@ async def test_per_obis_topics_and_discovery_through_the_daemon(
     assert [p["invocation_counter"] for p in volume] == [1, 2, 3]
     assert volume[0]["unit"] == "m³" and isinstance(volume[0]["value"], float)
     configs = subscriber.payloads("homeassistant/")
+    for config in configs:
+        check_discovery(config)
     classes = {c["state_topic"].rsplit("/", 1)[1]: c.get("device_class") for c in configs}
     assert classes["7-0:3.0.0*255"] == "gas"
     assert classes["1-0:1.8.0*255"] == "energy"
