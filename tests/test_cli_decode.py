@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dlmsd.cli import main
+from tests.records import validated
 from tests.vectors import by_kind, vector_id
 
 UDP_PUSHES = by_kind("udp_wrapper+general_glo_ciphering_datanotification")
@@ -29,7 +30,7 @@ def test_udp_push_decodes_to_its_record(
 ) -> None:
     code, out, err = _decode(capsys, str(vector["hex"]), "--ek", DUMMY_KEY, "--ak", DUMMY_KEY)
     assert code == 0, err
-    record = json.loads(out)
+    [record] = validated([json.loads(out)])
     keys = vector["keys"]
     assert isinstance(keys, dict)
     assert record["system_title"] == "2F19229199164103"
@@ -46,7 +47,7 @@ def test_hdlc_push_gives_readings(capsys: pytest.CaptureFixture[str]) -> None:
     (vector,) = by_kind("hdlc_ui_frame_data_notification")
     code, out, err = _decode(capsys, vector["hex"])
     assert code == 0, err
-    record = json.loads(out)
+    [record] = validated([json.loads(out)])
     assert record["security"] == "none"
     assert record["framing"] == "hdlc"
     readings = {r["obis"]: r for r in record["readings"]}
@@ -70,7 +71,7 @@ def test_fact_sheet_general_glo_vector(capsys: pytest.CaptureFixture[str]) -> No
         "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF",
     )
     assert code == 0, err
-    record = json.loads(out)
+    [record] = validated([json.loads(out)])
     assert record["invoke_id"] == 1
     assert record["body"]["value"][0] == {"type": "double-long-unsigned", "value": 12345}
 
@@ -178,7 +179,7 @@ def test_segmented_hdlc_push(capsys: pytest.CaptureFixture[str]) -> None:
         meter.authentication_key.hex(),
     )
     assert code == 0, err
-    record = json.loads(out)
+    [record] = validated([json.loads(out)])
     assert record["framing"] == "hdlc"
     assert record["invocation_counter"] == 7
     assert record["security"] == "auth+enc"

@@ -25,6 +25,7 @@ from tests.gbt_captures import (
     field_hex,
     stream_events,
 )
+from tests.records import validated
 
 REPO = Path(__file__).resolve().parents[1]
 DLMSD = [sys.executable, "-c", "import sys; from dlmsd.cli import main; sys.exit(main())"]
@@ -79,7 +80,7 @@ def test_field_capture_decodes_to_the_values_its_source_states(
     code, out, err = _decode(capsys, *argv)
     assert code == 0, err
     [line] = out.splitlines()
-    record = json.loads(line)
+    [record] = validated([json.loads(line)])
     assert record["framing"] == "hdlc"
     expected = capture["expected"]
     if expected["datetime"] is not None:
@@ -237,7 +238,7 @@ def test_follow_on_stdin_in_a_process() -> None:
         [*DLMSD, "decode", "--follow"], input=SESSION, capture_output=True, env=env, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in done.stdout.splitlines()]
+    records = validated(json.loads(line) for line in done.stdout.splitlines())
     assert [record["invoke_id"] for record in records] == [0xCBC6, 0x03B533]
     assert done.stderr.decode().splitlines() == [
         f"dlmsd decode: {line}" for line in EXPECTED_SESSION if isinstance(line, str)

@@ -254,12 +254,19 @@ def decode_push(
     return open_push(envelope, cipher, push_object_list)
 
 
+#: The version of the record format (docs/record.schema.json): raised when a field
+#: changes meaning or goes away; new optional fields keep it.
+RECORD_SCHEMA_VERSION = 1
+
+
 def build_record(
     envelope: Envelope, notification: DataNotification, readings: Sequence[Reading]
 ) -> dict[str, object]:
     """The JSON record of one push, as `dlmsd decode` prints it and sinks carry it."""
     stamp = notification.date_time_value
     return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "kind": "push",
         "system_title": envelope.system_title.hex().upper() if envelope.system_title else None,
         "invocation_counter": envelope.invocation_counter,
         "security": envelope.security,
@@ -282,12 +289,14 @@ def build_record_json(
 
 
 def record_head_json(envelope: Envelope) -> str:
-    """The opening of a record's JSON text: ``{"system_title":..`` up to ``"security"``."""
+    """The opening of a record's JSON text: ``{"schema_version":..`` up to ``"security"``
+    (the one place both the full path and compiled shapes take it from)."""
     title = envelope.system_title
     counter = envelope.invocation_counter
     title_text = '"' + title.hex().upper() + '"' if title else "null"
     return (
-        f'{{"system_title":{title_text}'
+        f'{{"schema_version":{RECORD_SCHEMA_VERSION},"kind":"push"'
+        f',"system_title":{title_text}'
         f',"invocation_counter":{"null" if counter is None else counter}'
         f',"security":"{envelope.security}"'
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import attrs
 
+from dlmsd.protocol.push import RECORD_SCHEMA_VERSION
+
 QUARANTINE_FILE = "quarantine.jsonl"
 
 
@@ -116,6 +118,8 @@ class Quarantine:
         line = (
             json.dumps(
                 {
+                    "schema_version": RECORD_SCHEMA_VERSION,
+                    "kind": "quarantine",
                     "received_at": received_at,
                     "system_title": system_title.hex().upper() if system_title else None,
                     "source": source,

@@ -49,7 +49,7 @@ from dlmsd.client.twisted import TwistedSession, session_on_connection
 from dlmsd.protocol.association import Ciphering, ClientSettings
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DlmsError
-from dlmsd.protocol.push import peel
+from dlmsd.protocol.push import RECORD_SCHEMA_VERSION, peel
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import MeterEntry
 from dlmsd.service.metrics import Metrics
@@ -358,6 +358,7 @@ def profile_record(
     entry_time = moment.isoformat()
     record_id = f"{title}:{settings.profile}:{entry_time}"
     record = {
+        "schema_version": RECORD_SCHEMA_VERSION,
         "kind": "profile",
         "received_at": received_at,
         "source": source,

@@ -23,6 +23,12 @@ after the previous POST began, so a trickle of pushes becomes a POST every
 `linger` seconds instead of one per push (records then wait up to about twice
 `linger`). A full batch goes at once.
 
+Headers: ``User-Agent: dlmsd/<version>`` and ``Idempotency-Key``: the SHA-256
+of the POST's record ids (one per line), as the structured-field string the
+IETF draft "The Idempotency-Key HTTP Header Field" (draft-ietf-httpapi-
+idempotency-key-header) specifies. A retry of the same POST carries the same
+key, so an endpoint can answer it without storing the batch twice.
+
 TLS: certificates are verified (host name included, by service-identity)
 against the system's trust store, or against `ca_file`. Auth: a bearer token,
 or basic auth with a user name, the secret read from a file or the
@@ -32,6 +38,7 @@ environment at each POST; it never appears in logs or errors.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -54,6 +61,7 @@ from twisted.web.client import (
 )
 from twisted.web.error import SchemeNotSupported
 
+from dlmsd import __version__
 from dlmsd.service.quarantine import LogRateLimiter
 from dlmsd.service.state import SpoolRecord, encode_record
 from dlmsd.sinks.base import SinkConfigError
@@ -130,6 +138,27 @@ def parse_http_settings(options: Mapping[str, Any]) -> HttpSettings:
     return settings
 
 
+USER_AGENT = f"dlmsd/{__version__}".encode("ascii")
+
+
+def idempotency_key(records: Sequence[Mapping[str, object]]) -> str:
+    """The ``Idempotency-Key`` of a POST: SHA-256 of its record ids, quoted
+    (an sf-string). Records not from the spool use their ``record_id`` field,
+    else ``system_title:invocation_counter``."""
+    digest = hashlib.sha256()
+    for record in records:
+        if isinstance(record, SpoolRecord):
+            record_id = record.record_id
+        else:
+            given = record.get("record_id")
+            if isinstance(given, str):
+                record_id = given
+            else:
+                record_id = f"{record.get('system_title')}:{record.get('invocation_counter')}"
+        digest.update(record_id.encode("utf-8") + b"\n")
+    return f'"{digest.hexdigest()}"'
+
+
 def batch_body(records: Sequence[Mapping[str, object]]) -> bytes:
     """The records as one JSON array (spooled records are copied as they are)."""
     parts = [
@@ -184,7 +213,7 @@ class HttpSink:
     def _headers(self) -> dict[bytes | str, list[bytes | str]]:
         headers: dict[bytes | str, list[bytes | str]] = {
             b"Content-Type": [b"application/json"],
-            b"User-Agent": [b"dlmsd"],
+            b"User-Agent": [USER_AGENT],
         }
         settings = self.settings
         try:
@@ -249,6 +278,7 @@ class HttpSink:
         """One POST; raises _Problem for anything worth retrying."""
         settings = self.settings
         headers = self._headers()
+        headers[b"Idempotency-Key"] = [idempotency_key(chunk).encode("ascii")]
         client = self._http()
         try:
             response = await client.post(
@@ -371,5 +401,6 @@ __all__ = [
     "HttpSink",
     "batch_body",
     "http_sink_factory",
+    "idempotency_key",
     "parse_http_settings",
 ]

@@ -37,8 +37,14 @@ Messages (built by `dlmsd.sinks.mqtt_messages`): ``mode = "push"`` sends each
 record as one JSON message on `topic`; ``"obis"`` one message per reading on
 `obis_topic` (value, unit, time, ids); ``"both"`` does both. With
 ``homeassistant = true`` a retained Home Assistant discovery config is
-published (once per meter and OBIS code per run) before the first reading of
-each sensor.
+published before the first reading of each sensor (docs/homeassistant.md),
+and all of them again on every new connection (a broker restarted without
+persistence has lost them) and whenever Home Assistant publishes ``online``
+on ``<discovery_prefix>/status``. With an availability topic (the default
+with ``homeassistant``), the connection carries a retained last will
+``offline`` there, publishes a retained ``online`` once connected and
+``offline`` before a clean DISCONNECT. These extra messages go at QoS 0,
+outside the batches: the next connection sends them again if this one drops.
 
 Errors (unreachable broker, refused CONNECT, TLS or certificate problems, an
 unreadable password file) are logged with the reason, counted in
@@ -85,8 +91,10 @@ from dlmsd.sinks.mqtt_messages import (
     obis_slug,
     parse_mqtt_settings,
     publish_packet,
+    publish_packet_qos0,
     pubrel_packet,
     split_packets,
+    subscribe_packet,
 )
 from dlmsd.sinks.options import Backoff, SecretError
 from dlmsd.sinks.spool import SinkHealth
@@ -258,6 +266,7 @@ class MqttSink:
         self.settings = settings
         self.health = SinkHealth(connected=False)
         self.published = 0
+        self.republished = 0  # discovery configs sent again (reconnects, Home Assistant online)
         self._reactor = reactor
         self._builder = MessageBuilder(name, settings)
         self._backoff = Backoff(settings.reconnect_min, settings.reconnect_max)
@@ -302,8 +311,11 @@ class MqttSink:
             client.username_pw_set(settings.username, password)
         if settings.tls is not None:
             client.tls_set_context(settings.tls.context())
+        if settings.availability_topic is not None:
+            client.will_set(settings.availability_topic, "offline", qos=1, retain=True)
         client.on_connect = self._queue_connect
         client.on_disconnect = self._queue_disconnect
+        client.on_message = self._queue_message
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
@@ -414,6 +426,9 @@ class MqttSink:
     ) -> None:
         self._events.append((self._on_disconnect, (client, reason)))
 
+    def _queue_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._events.append((self._on_message, (client, message.topic, bytes(message.payload))))
+
     def _process(self) -> None:
         """Handle the events paho's callbacks queued (outside paho's callback lock)."""
         events = self._events
@@ -460,10 +475,45 @@ class MqttSink:
             # Before any new PUBLISH (§4.4); the PUBCOMPs settle them like any other.
             for mid in sorted(self._released):
                 descriptor.wire.out += pubrel_packet(mid)
+        if descriptor is not None:
+            self._announce(descriptor, subscribe=True)
         batch = self._batch
         if batch is not None:
             self._start(batch)
         elif descriptor is not None:
+            self._write(descriptor)
+
+    def _announce(self, descriptor: _PahoSocket, *, subscribe: bool) -> None:
+        """On a new connection: availability ``online``, the subscription to Home
+        Assistant's status, and every discovery config published so far (a broker
+        restarted without persistence has lost them; QoS 0, see the module docstring)."""
+        settings = self.settings
+        v5 = settings.protocol == "5"
+        out = descriptor.wire.out
+        if settings.availability_topic is not None:
+            out += publish_packet_qos0(settings.availability_topic, b"online", True, v5)
+        if settings.homeassistant and subscribe:
+            # A packet id of the sink's own counter: the next PUBLISH ids run past it.
+            self._mid = self._mid % 0xFFFF + 1
+            while self._mid in self._in_flight:
+                self._mid = self._mid % 0xFFFF + 1
+            out += subscribe_packet(settings.status_topic, self._mid, v5)
+        for message in list(self._builder.discovery.values()):
+            out += publish_packet_qos0(message.topic, message.payload, True, v5)
+        self.republished += len(self._builder.discovery)
+
+    def _on_message(self, client: Any, topic: str, payload: bytes) -> None:
+        descriptor = self._socket
+        if (
+            client is self._client
+            and self._state == "connected"
+            and descriptor is not None
+            and topic == self.settings.status_topic
+            and payload.strip() == b"online"
+        ):
+            # Home Assistant (re)started: it wants the discovery configs again.
+            self.log.info("sink {sink}: Home Assistant is online", sink=self.name)
+            self._announce(descriptor, subscribe=False)
             self._write(descriptor)
 
     def _on_disconnect(self, client: Any, reason: Any) -> None:
@@ -805,6 +855,11 @@ class MqttSink:
         if client is not None:
             if connected:
                 with contextlib.suppress(Exception):
+                    topic = self.settings.availability_topic
+                    if topic is not None and self._socket is not None:
+                        # A clean DISCONNECT drops the last will: say it ourselves.
+                        v5 = self.settings.protocol == "5"
+                        self._socket.wire.out += publish_packet_qos0(topic, b"offline", True, v5)
                     client.disconnect()
                     client.loop_write()  # into the wire, which sends it as paho closes it
             self._drop(client)
@@ -830,7 +885,8 @@ def mqtt_sink_factory(name: str, options: Mapping[str, Any]) -> MqttSink:
     password_file / password_env, tls, ca_file, cert_file, key_file,
     key_password_file / key_password_env, connect_timeout, connect_wait,
     ack_timeout, reconnect_min, reconnect_max, max_inflight (1000; 20 for QoS 2 over
-    MQTT 3.1.1, mosquitto's default cap), homeassistant, discovery_prefix.
+    MQTT 3.1.1, mosquitto's default cap), homeassistant, discovery_prefix, obis_retain,
+    availability_topic, expire_after_pushes (docs/homeassistant.md).
     """
     return MqttSink(name, parse_mqtt_settings(name, options))
 

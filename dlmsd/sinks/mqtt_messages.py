@@ -11,12 +11,20 @@ Topic template fields: ``{system_title}``, ``{meter}``, ``{meter_id}``,
 ``{invocation_counter}``, ``{record_id}``, ``{sink}``, and for `obis_topic`
 also ``{obis}``, ``{obis_slug}`` and ``{attribute}``. Values are made
 topic-safe (``/``, ``+``, ``#`` become ``_``).
+
+One rule names the meter in both default topics: its system title
+(``dlmsd/{system_title}/push``, ``dlmsd/{system_title}/{obis}``), the one
+identity every record has and that a rename in the key file does not move.
+``{meter}`` (the key file's name, else the system title) is there for either
+template when names are wanted. Home Assistant shows the meter's name anyway
+(the device name of its discovery configs).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import socket
 import ssl
 import string
@@ -27,8 +35,10 @@ from typing import Any
 import attrs
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from dlmsd import __version__
 from dlmsd.service.state import SpoolRecord, encode_record
 from dlmsd.sinks.base import SinkConfigError
+from dlmsd.sinks.homeassistant import sensor_classes, sensor_name
 from dlmsd.sinks.options import OptionReader, Secret, secret_option
 
 MODES = ("push", "obis", "both")
@@ -100,9 +110,10 @@ class MqttSettings:
     session_expiry: int = 0
     keepalive: int = 60
     topic: str = "dlmsd/{system_title}/push"
-    obis_topic: str = "dlmsd/{meter}/{obis}"
+    obis_topic: str = "dlmsd/{system_title}/{obis}"
     mode: str = "push"
     retain: bool = False
+    obis_retain: bool = True
     qos: int = 1
     username: str | None = None
     password: Secret | None = attrs.field(default=None, repr=False)
@@ -115,6 +126,14 @@ class MqttSettings:
     max_inflight: int = 1000
     homeassistant: bool = False
     discovery_prefix: str = "homeassistant"
+    availability_topic: str | None = None
+    push_interval: float | None = None
+    expire_after_pushes: float = 3.0
+
+    @property
+    def status_topic(self) -> str:
+        """Where Home Assistant announces itself (its birth ``online``)."""
+        return f"{self.discovery_prefix}/status"
 
     @property
     def url(self) -> str:
@@ -168,7 +187,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
     protocol = read.choice("protocol", tuple(PROTOCOLS), "3.1.1")
     mode = read.choice("mode", MODES, "push")
     topic = read.string("topic", "dlmsd/{system_title}/push")
-    obis_topic = read.string("obis_topic", "dlmsd/{meter}/{obis}")
+    obis_topic = read.string("obis_topic", "dlmsd/{system_title}/{obis}")
     _template_fields(topic, PUSH_FIELDS, "topic")
     _template_fields(obis_topic, OBIS_FIELDS, "obis_topic")
     homeassistant = read.boolean("homeassistant", False)
@@ -176,6 +195,14 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         raise SinkConfigError(
             "homeassistant", 'discovery needs one topic per OBIS: set mode = "obis" or "both"'
         )
+    client_id = read.string("client_id", f"dlmsd-{socket.gethostname()}-{name}")[:128]
+    availability_topic = read.optional_string("availability_topic")
+    if availability_topic is not None:
+        _template_fields(availability_topic, frozenset(), "availability_topic")
+        if not availability_topic:
+            raise SinkConfigError("availability_topic", "must not be empty")
+    elif homeassistant:
+        availability_topic = f"dlmsd/{_safe(client_id)}/status"
     username = read.optional_string("username")
     if password is not None and username is None:
         raise SinkConfigError("username", "a password needs a username")
@@ -186,7 +213,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         port=read.integer("port", 8883 if tls else 1883, 1, 65535),
         protocol=protocol,
         # Unique per host and sink: a broker drops the older of two same-id sessions.
-        client_id=read.string("client_id", f"dlmsd-{socket.gethostname()}-{name}")[:128],
+        client_id=client_id,
         clean_session=read.boolean("clean_session", True),
         session_expiry=read.integer("session_expiry", 0, 0, 0xFFFFFFFF),
         keepalive=read.integer("keepalive", 60, 5, 65535),
@@ -194,6 +221,7 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         obis_topic=obis_topic,
         mode=mode,
         retain=read.boolean("retain", False),
+        obis_retain=read.boolean("obis_retain", True),
         qos=qos,
         username=username,
         password=password,
@@ -206,6 +234,13 @@ def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
         max_inflight=read.integer("max_inflight", _default_window(protocol, qos), 1, 60_000),
         homeassistant=homeassistant,
         discovery_prefix=read.string("discovery_prefix", "homeassistant"),
+        availability_topic=availability_topic,
+        push_interval=(
+            read.number("push_interval", 0.0, 1.0, 31_622_400.0)
+            if "push_interval" in options
+            else None
+        ),
+        expire_after_pushes=read.number("expire_after_pushes", 3.0, 0.0, 1000.0),
     )
     read.finish()
     return settings
@@ -232,30 +267,10 @@ def _safe(value: object) -> str:
     return str(value).translate(_TOPIC_UNSAFE)
 
 
-# Home Assistant sensor classes by unit (HA's own unit spellings).
-_HA_CLASSES: dict[str, tuple[str, str]] = {
-    "m³": ("gas", "total_increasing"),
-    "Wh": ("energy", "total_increasing"),
-    "kWh": ("energy", "total_increasing"),
-    "MWh": ("energy", "total_increasing"),
-    "W": ("power", "measurement"),
-    "kW": ("power", "measurement"),
-    "V": ("voltage", "measurement"),
-    "A": ("current", "measurement"),
-    "Hz": ("frequency", "measurement"),
-    "°C": ("temperature", "measurement"),
-}
-
-
-def homeassistant_classes(unit: str | None, value: object) -> dict[str, str]:
-    """device_class/state_class for a reading: gas m³ and energy Wh are totals, power W a
-    measurement; other numbers are plain measurements, text has no class."""
-    classes = _HA_CLASSES.get(unit or "")
-    if classes is not None:
-        return {"device_class": classes[0], "state_class": classes[1]}
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return {"state_class": "measurement"}
-    return {}
+def homeassistant_classes(obis: str, unit: str | None, value: object) -> dict[str, str]:
+    """device_class/state_class/unit_of_measurement of a reading's sensor
+    (`dlmsd.sinks.homeassistant.sensor_classes`: by medium, quantity and unit)."""
+    return sensor_classes(obis, unit, value).config()
 
 
 class MessageBuilder:
@@ -270,6 +285,10 @@ class MessageBuilder:
         self._per_meter = self._push_fields <= _PER_METER_FIELDS
         self._topics: dict[str, str] = {}  # system title -> push topic, when per meter
         self.announced: set[str] = set()
+        # The last discovery config of each sensor: sent again on every new connection
+        # (a broker without persistence forgets retained messages) and when Home
+        # Assistant comes online.
+        self.discovery: dict[str, Message] = {}
 
     def messages(self, records: Sequence[Mapping[str, object]]) -> tuple[list[Message], set[str]]:
         """The messages of a batch, and the discovery keys it announces (kept on success)."""
@@ -354,9 +373,11 @@ class MessageBuilder:
                 key = f"{fields['system_title']}/{obis}"
                 if key not in self.announced and key not in announcing:
                     announcing.add(key)
-                    yield self._discovery(record, fields, obis, unit, value, topic)
+                    config = self._discovery(record, fields, obis, unit, value, topic)
+                    self.discovery[key] = config
+                    yield config
             payload = {"obis": obis, "value": value, "unit": unit, **common}
-            yield Message(topic, encode_record(payload).encode("utf-8"), settings.retain)
+            yield Message(topic, encode_record(payload).encode("utf-8"), settings.obis_retain)
 
     def _discovery(
         self,
@@ -369,25 +390,58 @@ class MessageBuilder:
     ) -> Message:
         title = fields["system_title"]
         slug = obis_slug(obis)
+        classes = sensor_classes(obis, unit if isinstance(unit, str) else None, value)
+        meter = record.get("meter")
         config: dict[str, object] = {
-            "name": obis,
+            "name": sensor_name(obis, classes),
+            # entity_id sensor.<meter>_<obis>: the OBIS code, unique across meters
+            "object_id": _id_text(f"{meter or title}_{slug}"),
             "unique_id": f"dlmsd_{title}_{slug}",
             "state_topic": state_topic,
             "value_template": "{{ value_json.value }}",
+            **classes.config(),
         }
-        if isinstance(unit, str):
-            config["unit_of_measurement"] = unit
-        config.update(homeassistant_classes(unit if isinstance(unit, str) else None, value))
+        availability = self.settings.availability_topic
+        if availability is not None:
+            config["availability"] = [{"topic": availability}]
+            config["payload_available"] = "online"
+            config["payload_not_available"] = "offline"
+        interval = _push_interval(record.get("labels"), self.settings.push_interval)
+        pushes = self.settings.expire_after_pushes
+        if interval is not None and pushes > 0:
+            # Unavailable once this many pushes in a row did not come.
+            config["expire_after"] = max(1, math.ceil(interval * pushes))
         config["device"] = {
             "identifiers": [f"dlmsd_{title}"],
-            "name": str(record.get("meter") or title),
+            "name": str(meter or title),
             "serial_number": title,
             "model": "DLMS/COSEM meter",
             "manufacturer": _flag_id(title),
         }
-        config["origin"] = {"name": "dlmsd"}
+        config["origin"] = {"name": "dlmsd", "sw_version": __version__}
         topic = f"{self.settings.discovery_prefix}/sensor/dlmsd_{title}/{slug}/config"
         return Message(topic, json.dumps(config, ensure_ascii=False).encode("utf-8"), True)
+
+
+def _push_interval(labels: object, default: float | None) -> float | None:
+    """The meter's push interval in seconds: its ``push_interval`` label in the key
+    file, else the sink's ``push_interval`` option, else unknown."""
+    if isinstance(labels, dict):
+        text = labels.get("push_interval")
+        if isinstance(text, str):
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if math.isfinite(value) and value > 0:
+                return value
+    return default
+
+
+def _id_text(value: object) -> str:
+    """Lower-case letters, digits and ``_``: what Home Assistant keeps of an object id."""
+    text = "".join(c if c.isascii() and c.isalnum() else "_" for c in str(value).lower())
+    return text.strip("_") or "meter"
 
 
 def _flag_id(title_hex: str) -> str:
@@ -459,6 +513,39 @@ def publish_packet(
             payload,
         )
     )
+
+
+def publish_packet_qos0(topic: str, payload: bytes, retain: bool, v5: bool) -> bytes:
+    """A QoS 0 PUBLISH (no packet id, no acknowledgement): the availability and the
+    discovery configs sent again on a new connection, which the next connection
+    sends again if this one drops."""
+    field = _topic_field(topic)
+    length = len(field) + (1 if v5 else 0) + len(payload)
+    if length > _MAX_REMAINING:
+        raise ValueError("payload too large")
+    return b"".join(
+        (
+            _FIRST_BYTES[1 if retain else 0],
+            _remaining_length(length),
+            field,
+            b"\x00" if v5 else b"",
+            payload,
+        )
+    )
+
+
+def subscribe_packet(topic: str, mid: int, v5: bool) -> bytes:
+    """SUBSCRIBE to one topic filter at QoS 0 (the sink writes it itself so that its
+    packet id is one of the sink's, never one a PUBLISH in flight holds)."""
+    name = topic.encode("utf-8")
+    body = (
+        mid.to_bytes(2, "big")
+        + (b"\x00" if v5 else b"")
+        + len(name).to_bytes(2, "big")
+        + name
+        + b"\x00"
+    )
+    return b"\x82" + _remaining_length(len(body)) + body
 
 
 def pubrel_packet(mid: int) -> bytes:

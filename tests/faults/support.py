@@ -23,6 +23,7 @@ from typing import Any
 
 from dlmsd.service import simulator
 from dlmsd.service.simulator import SimMeter
+from tests.records import validated
 from tests.twistd import twistd_command
 from tests.vectors import by_kind
 
@@ -211,7 +212,7 @@ class DaemonProcess:
         tail = lines.pop()
         if strict and tail:
             raise AssertionError(f"the JSONL file ends in a half line: {tail[:80]!r}")
-        return [json.loads(line) for line in lines if line.strip()]
+        return validated(json.loads(line) for line in lines if line.strip())
 
     def record_ids(self, *, strict: bool = False) -> list[str]:
         records = self.records(strict=strict)

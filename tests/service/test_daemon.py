@@ -31,6 +31,7 @@ from dlmsd.service.config import ConfigError, load_config
 from dlmsd.service.logging import format_event
 from dlmsd.service.maker import DaemonService, Options, StartupError, build_service, makeService
 from dlmsd.service.simulator import SimMeter, make_meters
+from tests.records import validated
 from tests.twistd import twistd_command
 from tests.vectors import by_kind, vector_id
 
@@ -97,7 +98,8 @@ class DaemonSetup:
     def records(self) -> list[dict[str, Any]]:
         if not self.readings.exists():
             return []
-        return [json.loads(line) for line in self.readings.read_text().splitlines() if line]
+        lines = self.readings.read_text().splitlines()
+        return validated(json.loads(line) for line in lines if line)
 
 
 def make_setup(
@@ -371,7 +373,7 @@ async def test_unknown_meter_goes_to_quarantine_and_is_counted(tmp_path: Path) -
     finally:
         await stop(service)
     [line] = setup.quarantine.read_text().splitlines()
-    kept = json.loads(line)
+    [kept] = validated([json.loads(line)])
     assert kept["frame_hex"] == apdu.hex().upper()
     assert kept["system_title"] == stranger.system_title.hex().upper()
     assert kept["transport"] == "udp"

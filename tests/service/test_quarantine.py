@@ -15,6 +15,7 @@ from dlmsd.service.quarantine import (
     QuarantinedFrame,
     read_quarantine,
 )
+from tests.records import validated
 from tests.vectors import published
 
 PUBLISHED = published()
@@ -30,7 +31,9 @@ def test_add_writes_one_json_line_per_frame(tmp_path: Path) -> None:
     quarantine.add(None, b"\x0f\x00", "serial:/dev/ttyUSB0", 1700000001.0, "hdlc-serial")
     quarantine.close()
     lines = (tmp_path / "q" / QUARANTINE_FILE).read_text().splitlines()
-    assert json.loads(lines[0]) == {
+    assert validated(json.loads(line) for line in lines)[0] == {
+        "schema_version": 1,
+        "kind": "quarantine",
         "received_at": 1700000000.5,
         "system_title": "2F19229199164103",
         "source": "127.0.0.1:4059",

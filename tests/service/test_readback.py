@@ -117,7 +117,7 @@ async def test_push_then_read_delivers_new_profile_rows_each_time(tmp_path: Path
         await second.closed
     finally:
         await stop(service)
-    pushes = of_kind(setup, None)
+    pushes = of_kind(setup, "push")
     assert [p["invocation_counter"] for p in pushes] == [1, 2]
     rows = of_kind(setup, "profile")
     times = [row["entry_time"] for row in rows]
@@ -143,11 +143,11 @@ async def test_wrong_password_closes_the_connection_but_keeps_the_push(tmp_path:
             meter = await push(service, config, 7, hours=48)
             await wait_until(lambda: readbacks(service, "refused") == 1)
             await meter.closed  # the daemon closed it
-            await wait_until(lambda: len(of_kind(setup, None)) == 1)
+            await wait_until(lambda: len(of_kind(setup, "push")) == 1)
     finally:
         await stop(service)
     assert of_kind(setup, "profile") == []
-    assert of_kind(setup, None)[0]["invocation_counter"] == 7
+    assert of_kind(setup, "push")[0]["invocation_counter"] == 7
     [event] = logs.having(result="refused")
     assert "readback" in event["log_format"] and event["meter"] == "sim-gas-0"
     assert "not-the-password" not in logs.text
@@ -166,7 +166,7 @@ async def test_silent_meter_times_out_and_other_connections_go_on(tmp_path: Path
         from dlmsd.service import simulator
 
         frame = simulator.wrap(simulator.build_push(other, 5, now()))
-        await wait_until(lambda: len(of_kind(setup, None)) == 1)
+        await wait_until(lambda: len(of_kind(setup, "push")) == 1)
         # Meanwhile another meter pushes on its own connection and is accepted.
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
         from twisted.internet.protocol import Protocol
@@ -177,7 +177,7 @@ async def test_silent_meter_times_out_and_other_connections_go_on(tmp_path: Path
         )
         link: Any = client.transport
         link.write(frame)
-        await wait_until(lambda: len(of_kind(setup, None)) == 2)
+        await wait_until(lambda: len(of_kind(setup, "push")) == 2)
         assert readbacks(service, "timeout") == 0  # still waiting for the silent one
         await wait_until(lambda: readbacks(service, "timeout") == 1, timeout=5.0)
         await meter.closed

@@ -184,6 +184,8 @@ class Mosquitto:
     tls_port: int = attrs.field(factory=free_port)
     password_port: int = attrs.field(factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: False: a restart forgets retained messages and sessions (write_config() again).
+    persistence: bool = True
 
     @property
     def config_path(self) -> Path:
@@ -204,7 +206,7 @@ class Mosquitto:
             "\n".join(
                 [
                     "per_listener_settings true",
-                    "persistence true",
+                    f"persistence {'true' if self.persistence else 'false'}",
                     f"persistence_location {self.root}/",
                     # Unlimited queue for offline persistent subscribers: count everything.
                     "max_queued_messages 0",
@@ -324,10 +326,13 @@ class Subscriber:
             return list(self._messages)
 
     def payloads(self, prefix: str = "") -> list[dict[str, Any]]:
-        """JSON payloads of the messages whose topic starts with `prefix`."""
-        return [
-            json.loads(payload) for topic, payload, _ in self.messages if topic.startswith(prefix)
-        ]
+        """JSON payloads of the messages whose topic starts with `prefix` (JSON objects
+        only: availability payloads are plain ``online``/``offline``)."""
+        out = []
+        for topic, payload, _ in self.messages:
+            if topic.startswith(prefix) and payload.startswith(b"{"):
+                out.append(json.loads(payload))
+        return out
 
     def counters(self, prefix: str = "dlmsd/") -> set[tuple[str, int]]:
         """Distinct (system title, invocation counter) pairs seen in push messages."""

@@ -8,6 +8,7 @@ script is empty).
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import time
@@ -23,9 +24,17 @@ from twisted.internet import ssl, task
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from dlmsd import __version__
 from dlmsd.service.state import SpoolRecord, encode_record
 from dlmsd.sinks import SinkConfigError, create_sink
-from dlmsd.sinks.http import HttpError, HttpSettings, HttpSink, batch_body, parse_http_settings
+from dlmsd.sinks.http import (
+    HttpError,
+    HttpSettings,
+    HttpSink,
+    batch_body,
+    idempotency_key,
+    parse_http_settings,
+)
 from tests.service.test_daemon import (
     LogCapture,
     make_setup,
@@ -188,6 +197,15 @@ async def test_batches_of_max_batch_arrive_in_order(
     assert resource.posts[0].headers["content-type"] == "application/json"
     assert "authorization" not in resource.posts[0].headers
     assert http.posted == 1200 and http.posts == 3
+    assert {post.headers["user-agent"] for post in resource.posts} == {f"dlmsd/{__version__}"}
+    # The batch's record ids, hashed: one key per POST, as an sf-string.
+    keys = [post.headers["idempotency-key"] for post in resource.posts]
+    ids = [[f"{TITLE}:{item['invocation_counter']}" for item in p.records] for p in resource.posts]
+    expected = [
+        '"' + hashlib.sha256(b"".join(i.encode() + b"\n" for i in batch)).hexdigest() + '"'
+        for batch in ids
+    ]
+    assert keys == expected and len(set(keys)) == 3
 
 
 @on_reactor
@@ -234,6 +252,9 @@ async def test_5xx_is_retried_with_backoff_then_succeeds(
     finally:
         await http.close()
     assert len(resource.posts) == 4
+    # A retried POST is the same batch: the same Idempotency-Key.
+    assert len({post.headers["idempotency-key"] for post in resource.posts}) == 1
+    assert resource.posts[0].headers["idempotency-key"] == idempotency_key([record(1), record(2)])
     times = [post.at for post in resource.posts]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.18 and gaps[2] >= 0.36  # doubling

@@ -51,6 +51,7 @@ from tests.service.test_daemon import (
     stop,
     wait_until,
 )
+from tests.sinks.ha_schema import check_discovery
 from tests.sinks.mosquitto import PASSWORD, USERNAME, Mosquitto, Subscriber, free_port
 from tests.twistd import twistd_command
 
@@ -214,8 +215,8 @@ def test_obis_messages_and_homeassistant_discovery() -> None:
     messages, announcing = builder.messages([item])
     configs = {m.topic: json.loads(m.payload) for m in messages if m.topic.endswith("/config")}
     values = {m.topic: json.loads(m.payload) for m in messages if m.topic.startswith("dlmsd/")}
-    assert set(values) == {f"dlmsd/house/{r['obis']}" for r in readings}
-    gas = values["dlmsd/house/7-0:3.0.0*255"]
+    assert set(values) == {f"dlmsd/{TITLE}/{r['obis']}" for r in readings}
+    gas = values[f"dlmsd/{TITLE}/7-0:3.0.0*255"]
     assert (gas["value"], gas["unit"], gas["invocation_counter"]) == (12.345, "m³", 5)
     assert gas["record_id"] == f"{TITLE}:5" and gas["meter"] == "house"
     assert all(m.retain for m in messages)
@@ -224,7 +225,9 @@ def test_obis_messages_and_homeassistant_discovery() -> None:
     assert gas_config["device_class"] == "gas"
     assert gas_config["state_class"] == "total_increasing"
     assert gas_config["unit_of_measurement"] == "m³"
-    assert gas_config["state_topic"] == "dlmsd/house/7-0:3.0.0*255"
+    assert gas_config["state_topic"] == f"dlmsd/{TITLE}/7-0:3.0.0*255"
+    assert gas_config["name"] == "Gas volume"
+    assert gas_config["object_id"] == "house_7_0_3_0_0_255"
     assert gas_config["value_template"] == "{{ value_json.value }}"
     assert gas_config["device"]["identifiers"] == [f"dlmsd_{TITLE}"]
     assert gas_config["device"]["manufacturer"] == "SIM"
@@ -240,18 +243,21 @@ def test_obis_messages_and_homeassistant_discovery() -> None:
 
 
 @pytest.mark.parametrize(
-    ("unit", "value", "expected"),
+    ("obis", "unit", "value", "expected"),
     [
-        ("m³", 1.5, {"device_class": "gas", "state_class": "total_increasing"}),
-        ("kWh", 2, {"device_class": "energy", "state_class": "total_increasing"}),
-        ("Wh", 2, {"device_class": "energy", "state_class": "total_increasing"}),
-        ("W", 3, {"device_class": "power", "state_class": "measurement"}),
-        (None, 3, {"state_class": "measurement"}),
-        (None, "2024-01-01T00:00:00+00:00", {}),
+        ("7-0:3.0.0*255", "m³", 1.5, {"device_class": "gas", "state_class": "total_increasing"}),
+        ("8-0:1.0.0*255", "m³", 1.5, {"device_class": "water", "state_class": "total_increasing"}),
+        ("1-0:1.8.0*255", "Wh", 2, {"device_class": "energy", "state_class": "total_increasing"}),
+        ("1-0:1.7.0*255", "W", 3, {"device_class": "power", "state_class": "measurement"}),
+        ("0-0:96.5.0*255", None, 3, {}),
+        ("0-0:1.0.0*255", None, "2024-01-01T00:00:00+00:00", {"device_class": "timestamp"}),
     ],
 )
-def test_homeassistant_classes(unit: str | None, value: object, expected: dict[str, str]) -> None:
-    assert homeassistant_classes(unit, value) == expected
+def test_homeassistant_classes(
+    obis: str, unit: str | None, value: object, expected: dict[str, str]
+) -> None:
+    classes = homeassistant_classes(obis, unit, value)
+    assert {k: v for k, v in classes.items() if k != "unit_of_measurement"} == expected
 
 
 # --- the sink against a real broker -----------------------------------------------------
@@ -591,14 +597,17 @@ async def test_per_obis_topics_and_discovery_through_the_daemon(
         datagrams, expected = frames(setup.meters, range(1, 4))
         send_paced(port_of(service, "udp"), datagrams)
         await wait_until(lambda: subscriber.counters("dlmsd/53494D") == expected, timeout=20)
-        await wait_until(lambda: len(subscriber.payloads("homeassistant/")) == 7)
+        # Distinct topics: a reconnect publishes every config again.
+        await wait_until(lambda: len(config_topics(subscriber)) == 7)
     finally:
         await stop(service)
     gas = setup.meters[0]
-    volume = subscriber.payloads(f"dlmsd/{gas.name}/7-0:3.0.0*255")
+    volume = subscriber.payloads(f"dlmsd/{gas.system_title.hex().upper()}/7-0:3.0.0*255")
     assert [p["invocation_counter"] for p in volume] == [1, 2, 3]
     assert volume[0]["unit"] == "m³" and isinstance(volume[0]["value"], float)
     configs = subscriber.payloads("homeassistant/")
+    for config in configs:
+        check_discovery(config)
     classes = {c["state_topic"].rsplit("/", 1)[1]: c.get("device_class") for c in configs}
     assert classes["7-0:3.0.0*255"] == "gas"
     assert classes["1-0:1.8.0*255"] == "energy"
@@ -611,7 +620,11 @@ async def test_per_obis_topics_and_discovery_through_the_daemon(
     finally:
         late.close()
     # one config per meter and OBIS code, however many pushes
-    assert len(configs) == 3 + 4  # gas: clock, volume, status; electricity: clock + 3
+    assert len(config_topics(subscriber)) == 3 + 4  # gas: clock, volume, status; electricity: 4
+
+
+def config_topics(subscriber: Subscriber) -> set[str]:
+    return {topic for topic, _, _ in subscriber.messages if topic.startswith("homeassistant/")}
 
 
 # --- kill -9 of a daemon subprocess ----------------------------------------------------------
