@@ -163,7 +163,14 @@ def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
         ak = _parse_hex(args.ak, "--ak", 16) if args.ak else ek
         if ek is None or ak is None:
             raise UsageError("--ek is required with --ak")
-        cipher = Suite0Cipher(ek, ak) if args.ak else _WithoutAk(ek, ek)
+        # Keys given by hand for an offline look: encryption-only frames (no tag,
+        # shown as "security": "enc") are decrypted too; the daemon's policy is the
+        # key store's `security` list.
+        cipher = (
+            Suite0Cipher(ek, ak, allow_encryption_only=True)
+            if args.ak
+            else _WithoutAk(ek, ek, allow_encryption_only=True)
+        )
         return lambda _system_title: cipher
     return lambda _system_title: None
 

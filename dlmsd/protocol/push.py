@@ -34,7 +34,7 @@ from dlmsd.protocol.errors import DecodeError, TruncatedError, UnsupportedSecuri
 from dlmsd.protocol.security import SecurityControl, Suite0Cipher
 
 DATA_NOTIFICATION = 0x0F
-_UNSUPPORTED_BITS = 0x8F  # suite id (bits 0-3) other than 0, compression (bit 7)
+_UNSUPPORTED_BITS = 0x8E  # suite id (bits 0-3) other than 0 or 1, compression (bit 7)
 _AUTH_OR_ENC = SecurityControl.AUTH | SecurityControl.ENC
 _SC_IC_LENGTH = 5  # security control and invocation counter before the payload
 _COUNTER = struct.Struct(">I")
@@ -175,7 +175,7 @@ def _peel_decoded(apdu: bytes, system_title: bytes | None) -> Envelope:
     # Bit tests on the byte rather than a SecurityControl object: this runs per push.
     control = container.security_control
     if control & _UNSUPPORTED_BITS:
-        raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 uncompressed")
+        raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 or 1 uncompressed")
     if not control & _AUTH_OR_ENC:
         raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
     return Envelope(

@@ -1,4 +1,4 @@
-"""Security suite 0 (AES-GCM-128, 12-byte tags): the security control byte, the
+"""Security suite 0 (AES-GCM-128, 12-byte tags; suite 1 ciphers APDUs the same way): the security control byte, the
 cipher, HLS-GMAC and RFC 3394 key wrap.
 
 Wire facts (Green Book, fact sheet section 4): IV = system title (8) | invocation
@@ -56,15 +56,17 @@ _AUTH = 0x10
 _ENC = 0x20
 _BROADCAST = 0x40
 _COMPRESSED = 0x80
-# Bits that make a security control byte unusable for suite 0: any suite id but
-# 0, and compression (we have no V.44 decompressor).
-_UNSUPPORTED_BITS = _SUITE_MASK | _COMPRESSED
+# Bits that make a security control byte unusable here: a suite id other than 0
+# or 1, and compression (we have no V.44 decompressor). Suite 1 ciphers APDUs with
+# the same AES-GCM-128 as suite 0 (Green Book, security suites: 0 and 1 differ in
+# key agreement and signatures only); Austrian M-Bus interfaces send SC 0x21.
+_UNSUPPORTED_BITS = (_SUITE_MASK & ~1) | _COMPRESSED
 # Encryption-only mode is AES-CTR starting at J0 + 1 = IV | 00000002.
 _CTR_START = b"\x00\x00\x00\x02"
 # The SC byte that starts the AAD, for every SC value with authentication that
 # `_mode` lets through. Shared by all ciphers: a per-cipher table of SC | AK
 # prefixes cost ~420 bytes for each meter that has pushed (100k-meter key stores).
-_SC_BYTE = {sc: bytes((sc,)) for sc in (0x10, 0x30, 0x50, 0x70)}
+_SC_BYTE = {sc | suite: bytes((sc | suite,)) for sc in (0x10, 0x30, 0x50, 0x70) for suite in (0, 1)}
 
 
 @attrs.frozen(slots=True)
@@ -191,7 +193,7 @@ class Suite0Cipher:
             if security_control & _COMPRESSED:
                 raise UnsupportedSecurity("compressed APDUs are not supported")
             raise UnsupportedSecurity(
-                f"security suite {security_control & _SUITE_MASK} is not supported (only 0)"
+                f"security suite {security_control & _SUITE_MASK} is not supported (only 0 and 1)"
             )
         mode = security_control & (_AUTH | _ENC)
         if not mode:
