@@ -146,12 +146,18 @@ class Suite0Cipher:
     def __init__(
         self,
         encryption_key: bytes,
-        authentication_key: bytes,
+        authentication_key: bytes | None,
         *,
         allow_encryption_only: bool = False,
     ) -> None:
         ek = _check_key("encryption key", encryption_key)
-        self._ak = _check_key("authentication key", authentication_key)
+        # None: a meter that only ever sends encryption-only APDUs (M-Bus customer
+        # interfaces get one key); every authenticated form is then refused.
+        self._ak = (
+            None
+            if authentication_key is None
+            else _check_key("authentication key", authentication_key)
+        )
         self.allow_encryption_only = allow_encryption_only
         # Built once per key: creating algorithms.AES per frame costs measurably.
         self._aes = algorithms.AES(ek)
@@ -185,6 +191,13 @@ class Suite0Cipher:
             raise EncodeError(
                 f"invocation counter must be 0..2**32-1, got {invocation_counter}"
             ) from None
+
+    def _authentication_key(self) -> bytes:
+        if self._ak is None:
+            raise UnsupportedSecurity(
+                "no authentication key for this meter: only encryption-only APDUs"
+            )
+        return self._ak
 
     def _mode(self, security_control: int) -> int:
         if security_control & _UNSUPPORTED_BITS or security_control >> 8:
@@ -237,7 +250,7 @@ class Suite0Cipher:
             )
         body = payload[:-TAG_LENGTH]
         gcm = Cipher(self._aes, modes.GCM(iv, payload[-TAG_LENGTH:], TAG_LENGTH)).decryptor()
-        aad = _SC_BYTE[security_control] + self._ak + extra_aad
+        aad = _SC_BYTE[security_control] + self._authentication_key() + extra_aad
         if mode == _AUTH:
             gcm.authenticate_additional_data(aad + body)
             plaintext = body
@@ -271,7 +284,7 @@ class Suite0Cipher:
             ctr = Cipher(self._aes, modes.CTR(iv + _CTR_START)).encryptor()
             return ctr.update(plaintext) + ctr.finalize()
         gcm = Cipher(self._aes, modes.GCM(iv)).encryptor()
-        aad = _SC_BYTE[security_control] + self._ak + extra_aad
+        aad = _SC_BYTE[security_control] + self._authentication_key() + extra_aad
         if mode == _AUTH:
             gcm.authenticate_additional_data(aad + plaintext)
             gcm.finalize()

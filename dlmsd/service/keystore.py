@@ -8,6 +8,10 @@ A key file is TOML with one table per meter, keyed by system title in hex::
     authentication_key = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
     labels = { site = "north" }
     security = ["auth+enc"]                      # allowed forms; this is the default
+                                                 # ("enc": encryption only, no tag, as
+                                                 # M-Bus customer interfaces send; a
+                                                 # meter allowing only "enc"/"none" may
+                                                 # omit authentication_key)
     push_object_list = ["0-0:1.0.0*255:2", "7-0:3.0.0*255:2"]
     # or, instead of push_object_list, a built-in layout (dlmsd.cosem.profiles):
     # profile = "kaifa-ma304-list3-3p"
@@ -45,6 +49,7 @@ from dlmsd.service.readback_settings import (
 
 SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
 DEFAULT_SECURITY: frozenset[str] = frozenset({"auth+enc"})
+_AUTHENTICATED_FORMS = frozenset({"auth", "auth+enc"})
 
 _METER_KEYS = frozenset(
     {
@@ -118,8 +123,12 @@ class MeterEntry:
 
     @cached_property
     def cipher(self) -> Suite0Cipher | None:
-        """The suite 0 cipher of this meter; None for a plaintext-only meter without keys."""
-        if self.encryption_key is None or self.authentication_key is None:
+        """The suite 0 cipher of this meter; None for a plaintext-only meter without keys.
+
+        A meter allowed only ``enc`` (and ``none``) may come without an
+        authentication key: its cipher then refuses every authenticated form.
+        """
+        if self.encryption_key is None:
             return None
         return Suite0Cipher(
             self.encryption_key,
@@ -358,7 +367,13 @@ class _EntryBuilder:
         if value is None:
             if security == {"none"}:
                 return None
-            raise self._error(f"{where}.{key}", 'missing (required unless security is ["none"])')
+            if key == "authentication_key" and not security & _AUTHENTICATED_FORMS:
+                return None  # encryption-only meters (M-Bus customer interfaces)
+            raise self._error(
+                f"{where}.{key}",
+                'missing (required unless security is ["none"];'
+                ' authentication_key also unless security allows only "enc" and "none")',
+            )
         if not isinstance(value, str):
             raise self._error(f"{where}.{key}", "expected a string of 32 hex characters")
         if not _KEY_HEX.fullmatch(value):
