@@ -72,6 +72,7 @@ STOP = 0x16
 INTRO_LENGTH = 4  # 68 L L 68
 TRAILER_LENGTH = 2  # CS 16
 CONTROL_SND_UD = 0x53
+_SND_UD = (0x53, 0x73)  # SND_UD with the frame count bit clear or set
 ADDRESS_BROADCAST = 0xFF
 TSAP_SOURCE = 0x01
 TSAP_DESTINATION = 0x67
@@ -149,7 +150,7 @@ class MbusFrame:
     @classmethod
     def from_bytes(cls, data: bytes) -> MbusFrame:
         """Decode exactly one complete long frame (strict: no trailing bytes)."""
-        result = _try_frame(data, 0)
+        result = _try_frame(data, 0, final=True)
         if result is None:
             raise TruncatedError(f"M-Bus frame truncated after {len(data)} bytes", len(data))
         if isinstance(result, DlmsError):
@@ -191,9 +192,11 @@ def _user_data_frame(
     )
 
 
-def _try_frame(data: bytes | bytearray, start: int) -> tuple[MbusFrame, int] | DlmsError | None:
+def _try_frame(
+    data: bytes | bytearray, start: int, *, final: bool = False
+) -> tuple[MbusFrame, int] | DlmsError | None:
     """The frame opening at ``start`` with where it ends, the error if it is none,
-    or None while more bytes are needed to tell."""
+    or None while more bytes are needed to tell (`final`: no more bytes will come)."""
     available = len(data) - start
     if available < INTRO_LENGTH:
         if available >= 1 and data[start] != START:
@@ -212,9 +215,15 @@ def _try_frame(data: bytes | bytearray, start: int) -> tuple[MbusFrame, int] | D
     short = _trailer_error(data, user, length)
     if short is None:
         return _finish(data, user, length, False)
-    # The standard length does not fit; only L + 256 may, proven by CS and stop byte.
+    # The standard length does not fit; only L + 256 may, proven by CS and stop byte,
+    # and only for what starts like a DLMS segment (SND_UD, transport CI): a false
+    # start then holds back the bytes behind it only in that rare case.
+    if len(data) < user + 3:
+        return short if final else None
+    if data[user] not in _SND_UD or data[user + 2] & _CI_NOT_TRANSPORT:
+        return short
     if len(data) < user + length + _QUIRK_EXTRA + TRAILER_LENGTH:
-        return None
+        return short if final else None
     if _trailer_error(data, user, length + _QUIRK_EXTRA) is None:
         return _finish(data, user, length + _QUIRK_EXTRA, True)
     return short
@@ -258,6 +267,12 @@ class MbusStreamDecoder:
         self._position = 0
         self._skipped = 0
         self._reason: str | None = None
+        self._final = False
+
+    def close(self) -> None:
+        """No more bytes will come: a frame that waits for bytes to prove a long
+        length is decided now, so the frames behind a false start come out."""
+        self._final = True
 
     @property
     def pending_bytes(self) -> int:
@@ -284,7 +299,7 @@ class MbusStreamDecoder:
                 self._position = position = start_at
             if self._skipped:
                 return self._take_error()
-            result = _try_frame(buffer, position)
+            result = _try_frame(buffer, position, final=self._final)
             if result is None:
                 return self._need_data()
             if isinstance(result, DlmsError):
@@ -486,8 +501,11 @@ class MbusPushStream:
 
     def feed(self, data: bytes) -> list[MbusEvent]:
         """Take bytes read from the line; the events they complete."""
+        self._decoder.receive_data(data)
+        return self._drain()
+
+    def _drain(self) -> list[MbusEvent]:
         decoder = self._decoder
-        decoder.receive_data(data)
         events: list[MbusEvent] = []
         while True:
             event = decoder.next_event()
@@ -499,9 +517,11 @@ class MbusPushStream:
             self.frames += 1
             events.extend(self._reassembler.feed(event))
 
-    def finish(self) -> list[ReassemblyError]:
-        """The input ended: errors for a partial frame or a partial APDU, if any."""
-        events: list[ReassemblyError] = []
+    def finish(self) -> list[MbusEvent]:
+        """The input ended: what the bytes held still give, then errors for a partial
+        frame or a partial APDU, if any."""
+        self._decoder.close()
+        events = self._drain()
         pending = self._decoder.pending_bytes
         if pending:
             error = TruncatedError(f"input ends inside an M-Bus frame ({pending} bytes)")

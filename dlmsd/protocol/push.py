@@ -175,7 +175,9 @@ def _peel_decoded(apdu: bytes, system_title: bytes | None) -> Envelope:
     # Bit tests on the byte rather than a SecurityControl object: this runs per push.
     control = container.security_control
     if control & _UNSUPPORTED_BITS:
-        raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 or 1 uncompressed")
+        raise UnsupportedSecurity(
+            f"security control 0x{control:02X} is not suite 0 or 1 uncompressed"
+        )
     if not control & _AUTH_OR_ENC:
         raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
     return Envelope(

@@ -1,5 +1,5 @@
-"""Security suite 0 (AES-GCM-128, 12-byte tags; suite 1 ciphers APDUs the same way): the security control byte, the
-cipher, HLS-GMAC and RFC 3394 key wrap.
+"""Security suite 0 (AES-GCM-128, 12-byte tags): the security control byte, the
+cipher, HLS-GMAC and RFC 3394 key wrap. Suite 1 ciphers APDUs the same way.
 
 Wire facts (Green Book, fact sheet section 4): IV = system title (8) | invocation
 counter (4, big-endian). Authenticated encryption (SC 0x30) uses AAD = SC | AK;
@@ -66,7 +66,9 @@ _CTR_START = b"\x00\x00\x00\x02"
 # The SC byte that starts the AAD, for every SC value with authentication that
 # `_mode` lets through. Shared by all ciphers: a per-cipher table of SC | AK
 # prefixes cost ~420 bytes for each meter that has pushed (100k-meter key stores).
-_SC_BYTE = {sc | suite: bytes((sc | suite,)) for sc in (0x10, 0x30, 0x50, 0x70) for suite in (0, 1)}
+_SC_BYTE = {
+    sc | suite: bytes((sc | suite,)) for sc in (0x10, 0x30, 0x50, 0x70) for suite in (0, 1)
+}
 
 
 @attrs.frozen(slots=True)

@@ -154,14 +154,56 @@ class ListenersConfig:
     tcp: tuple[TcpListenerConfig, ...] = ()
     hdlc_serial: tuple[HdlcSerialListenerConfig, ...] = ()
     hdlc_tcp: tuple[HdlcTcpListenerConfig, ...] = ()
+    mbus_serial: tuple[MbusSerialListenerConfig, ...] = ()
+    mbus_tcp: tuple[MbusTcpListenerConfig, ...] = ()
 
     @property
     def names(self) -> list[str]:
-        return [
-            listener.name
-            for group in (self.udp, self.tcp, self.hdlc_serial, self.hdlc_tcp)
-            for listener in group
-        ]
+        groups: tuple[tuple[Any, ...], ...] = (
+            self.udp,
+            self.tcp,
+            self.hdlc_serial,
+            self.hdlc_tcp,
+            self.mbus_serial,
+            self.mbus_tcp,
+        )
+        return [listener.name for group in groups for listener in group]
+
+
+@attrs.frozen(slots=True)
+class MbusSerialListenerConfig:
+    """``[[listeners.mbus_serial]]``: wired M-Bus pushes (EN 13757-2 long frames carrying
+    DLMS) on a serial line: the customer interface of Austrian meters, 2400 baud 8E1.
+
+    One port serves one meter: `system_title` (16 hex characters) or `meter` (its key
+    store name) attributes pushes that carry no system title.
+    """
+
+    name: str
+    device: str
+    baudrate: int = 2400
+    bytesize: int = 8
+    parity: str = "E"
+    stopbits: int = 1
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    reopen_delay: float = 5.0
+    system_title: bytes | None = None
+    meter: str | None = None
+
+
+@attrs.frozen(slots=True)
+class MbusTcpListenerConfig:
+    """``[[listeners.mbus_tcp]]``: wired M-Bus pushes over TCP (a serial-to-TCP bridge in
+    front of one meter's customer interface connects to this port)."""
+
+    name: str
+    address: str = "0.0.0.0"
+    port: int = 4061
+    idle_timeout: float = 300.0
+    max_connections: int = 10_000
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    system_title: bytes | None = None
+    meter: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -325,6 +367,12 @@ def _listeners(table: _Table) -> ListenersConfig:
         hdlc_tcp=tuple(
             _hdlc_tcp(item) for item in table.tables("hdlc_tcp", HdlcTcpListenerConfig)
         ),
+        mbus_serial=tuple(
+            _mbus_serial(item) for item in table.tables("mbus_serial", MbusSerialListenerConfig)
+        ),
+        mbus_tcp=tuple(
+            _mbus_tcp(item) for item in table.tables("mbus_tcp", MbusTcpListenerConfig)
+        ),
     )
     _unique(listeners.names, "listeners", "listener name")
     return listeners
@@ -417,6 +465,46 @@ def _keys(table: _Table) -> KeysConfig:
     if not files:
         raise ConfigError(f"{table.key('files')}: at least one key file is required")
     return KeysConfig(files=files)
+
+
+def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
+    device = table.string("device")
+    return MbusSerialListenerConfig(
+        name=table.string("name", f"mbus_serial:{device}"),
+        device=device,
+        baudrate=table.integer("baudrate", 2400, 50, 10_000_000),
+        bytesize=table.integer("bytesize", 8, 5, 8),
+        parity=table.choice("parity", PARITIES, "E"),
+        stopbits=table.integer("stopbits", 1, 1, 2),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
+        system_title=table.system_title("system_title"),
+        meter=_listener_meter(table),
+    )
+
+
+def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
+    address = table.string("address", "0.0.0.0")
+    port = table.port("port", 4061)
+    return MbusTcpListenerConfig(
+        name=table.string("name", f"mbus_tcp:{address}:{port}"),
+        address=address,
+        port=port,
+        idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
+        max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        system_title=table.system_title("system_title"),
+        meter=_listener_meter(table),
+    )
+
+
+def _listener_meter(table: _Table) -> str | None:
+    """`meter`: the key store name of the one meter on this line (or `system_title`)."""
+    if not _has(table, "meter"):
+        return None
+    if _has(table, "system_title"):
+        raise ConfigError(f"{table.key('meter')}: give either meter or system_title, not both")
+    return table.string("meter")
 
 
 def _metrics(table: _Table) -> MetricsConfig:

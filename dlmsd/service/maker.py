@@ -37,6 +37,8 @@ from dlmsd.service.config import (
     ConfigError,
     HdlcSerialListenerConfig,
     HdlcTcpListenerConfig,
+    MbusSerialListenerConfig,
+    MbusTcpListenerConfig,
     TcpListenerConfig,
     load_config,
     sink_error_path,
@@ -47,6 +49,7 @@ from dlmsd.service.health import Health, health_resources
 from dlmsd.service.ingest import Ingest
 from dlmsd.service.keystore import KeyFileError, KeyStore
 from dlmsd.service.logging import daemon_observer
+from dlmsd.service.mbus import MbusSerialService, listen_mbus_tcp
 from dlmsd.service.metrics import Metrics, listen_metrics
 from dlmsd.service.quarantine import Quarantine
 from dlmsd.service.readback import Readback
@@ -499,10 +502,23 @@ def _listeners(
     for index, serial in enumerate(config.listeners.hdlc_serial):
         serial = _with_meter(serial, ingest.keystore, f"listeners.hdlc_serial[{index}]")
         listeners.append(HdlcSerialService(reactor, ingest, metrics, serial))
+    for index, mbus_tcp in enumerate(config.listeners.mbus_tcp):
+        mbus_tcp = _with_meter(mbus_tcp, ingest.keystore, f"listeners.mbus_tcp[{index}]")
+        listen_mbus = partial(listen_mbus_tcp, reactor, ingest, metrics, mbus_tcp)
+        listeners.append(PortService(mbus_tcp.name, listen_mbus))
+    for index, mbus_serial in enumerate(config.listeners.mbus_serial):
+        mbus_serial = _with_meter(mbus_serial, ingest.keystore, f"listeners.mbus_serial[{index}]")
+        listeners.append(MbusSerialService(reactor, ingest, metrics, mbus_serial))
     return listeners
 
 
-_Named = TypeVar("_Named", HdlcSerialListenerConfig, HdlcTcpListenerConfig)
+_Named = TypeVar(
+    "_Named",
+    HdlcSerialListenerConfig,
+    HdlcTcpListenerConfig,
+    MbusSerialListenerConfig,
+    MbusTcpListenerConfig,
+)
 
 
 def _with_meter(config: _Named, keystore: KeyStore, path: str) -> _Named:
