@@ -455,3 +455,25 @@ def test_key_unwrap_arbitrary_input_raises_only_dlms_errors(kek: bytes, wrapped:
         unwrap_key(kek, wrapped)
     except DlmsError:
         return
+
+
+@pytest.mark.parametrize("sc", [0x21, 0x31, 0x11])
+def test_suite_1_ciphers_like_suite_0_with_its_own_sc_byte(sc: int) -> None:
+    # Suite 1 uses AES-GCM-128 for APDUs as suite 0 does; the SC byte (in the AAD
+    # of the authenticated forms) keeps a suite 0 frame from passing as suite 1.
+    cipher = Suite0Cipher(EK, AK, allow_encryption_only=True)
+    protected = cipher.encrypt(SYSTEM_TITLE, sc, IC, DATA_NOTIFICATION)
+    assert cipher.decrypt(SYSTEM_TITLE, sc, IC, protected) == DATA_NOTIFICATION
+    if sc & 0x10:
+        with pytest.raises(AuthenticationFailed):
+            cipher.decrypt(SYSTEM_TITLE, sc & ~1, IC, protected)
+
+
+def test_cipher_without_authentication_key_is_encryption_only() -> None:
+    cipher = Suite0Cipher(EK, None, allow_encryption_only=True)
+    assert cipher.decrypt(SYSTEM_TITLE, 0x20, IC, cipher.encrypt(SYSTEM_TITLE, 0x20, IC, b"x"))
+    for sc in (0x10, 0x30, 0x31):
+        with pytest.raises(UnsupportedSecurity, match="no authentication key"):
+            cipher.decrypt(SYSTEM_TITLE, sc, IC, V3_BODY)
+        with pytest.raises(UnsupportedSecurity):
+            cipher.encrypt(SYSTEM_TITLE, sc, IC, b"x")
