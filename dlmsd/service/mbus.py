@@ -10,7 +10,8 @@ pushes that carry no system title.
 
 Segments dropped without a fault of their own (the line was joined mid-push, a
 new push began before the last segment of the previous one) are logged and
-counted by the listener's ``on_dropped``; every other refusal is a rejection.
+counted in ``dlmsd_partial_pushes_dropped{listener}``; every other refusal is a
+rejection.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class MbusTcpFactory(PushStreamFactory):
         )
         self.max_apdu_size = config.max_apdu_size
         self.system_title = config.system_title
+        self.dropped = metrics.partial_pushes_dropped.labels(config.name).inc
 
     def make_protocol(self) -> PushStreamProtocol:
         return MbusTcpProtocol()
@@ -138,6 +140,7 @@ class MbusTcpProtocol(PushStreamProtocol):
             on_frame=self.frame_received,
             max_apdu_size=factory.max_apdu_size,
             system_title=factory.system_title,
+            on_dropped=factory.dropped,
         )
 
     def dataReceived(self, data: bytes) -> None:
@@ -194,6 +197,7 @@ class MbusSerialService(Service):
             on_frame=metrics.listener(config.name).inc,
             max_apdu_size=config.max_apdu_size,
             system_title=config.system_title,
+            on_dropped=metrics.partial_pushes_dropped.labels(config.name).inc,
         )
         self.port: Any = None
         self._reopen: DelayedCall | None = None

@@ -146,6 +146,8 @@ async def test_tail_segment_first_is_skipped_not_rejected(tmp_path: Path) -> Non
         sock.sendall(earlier[51:] + whole)  # joined after the first of its frames
         await wait_until(lambda: len(setup.records()) == 1)
         assert rejected(service, "malformed") == 0
+        dropped = metric(service, "dlmsd_partial_pushes_dropped_total", listener="mbus_tcp")
+        assert dropped == 1
     finally:
         sock.close()
         await stop(service)
