@@ -8,6 +8,7 @@ are checked against what the sources state.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -144,3 +145,14 @@ def test_truncated_capture_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     code, out, err = decode(capsys, NETZ_NOE["hex"][:-10], "--ek", NETZ_NOE["keys"]["ek"])
     assert code == 2 and out == ""
     assert "input ends inside an M-Bus frame" in err
+
+
+def test_multi_line_hex_on_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As the TINETZ example is printed (doc/EXAMPLE.md): 32 hex digits a line.
+    text = "\n".join("    " + TINETZ["hex"][i : i + 32] for i in range(0, len(TINETZ["hex"]), 32))
+    monkeypatch.setattr("sys.stdin", io.StringIO(text + "\n"))
+    code, out, err = decode(capsys, "-", "--ek", TINETZ["keys"]["ek"])
+    assert code == 0, err
+    assert json.loads(out)["framing"] == "mbus"

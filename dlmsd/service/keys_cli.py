@@ -148,24 +148,29 @@ def _meter_block(args: Any) -> str:
     title = args.system_title
     if not _HEX16.fullmatch(title):
         raise _UsageError("SYSTEM_TITLE must be 16 hex characters (8 bytes)")
+    authentication_key: str | None
     if args.generate:
         if args.ak:
             raise _UsageError("--ak goes with --ek, not with --generate")
         encryption_key = secrets.token_hex(16).upper()
         authentication_key = secrets.token_hex(16).upper()
     else:
-        if not args.ak:
+        # An encryption-only meter (M-Bus customer interface) has one key.
+        encryption_only = not set(args.security or DEFAULT_SECURITY) & {"auth", "auth+enc"}
+        if not args.ak and not encryption_only:
             raise _UsageError("--ek needs --ak (or use --generate)")
-        for option, value in (("--ek", args.ek), ("--ak", args.ak)):
+        given = [("--ek", args.ek)] + ([("--ak", args.ak)] if args.ak else [])
+        for option, value in given:
             if not _HEX32.fullmatch(value):
                 raise _UsageError(f"{option} must be 32 hex characters")
         encryption_key = args.ek.upper()
-        authentication_key = args.ak.upper()
+        authentication_key = args.ak.upper() if args.ak else None
     lines = [f"[meters.{title.upper()}]"]
     if args.name is not None:
         lines.append(f"name = {_toml_string(args.name)}")
     lines.append(f'encryption_key = "{encryption_key}"')
-    lines.append(f'authentication_key = "{authentication_key}"')
+    if authentication_key is not None:
+        lines.append(f'authentication_key = "{authentication_key}"')
     labels = []
     for item in args.label:
         key, sep, value = item.partition("=")

@@ -589,3 +589,16 @@ def test_authenticated_forms_still_need_the_authentication_key(
         text += f"security = {security}\n"
     with pytest.raises(KeyFileError, match="authentication_key: missing"):
         load_key_file(write_keys(tmp_path / "k.toml", text))
+
+
+def test_keys_add_encryption_only_meter_with_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    code = run_cli("keys", "add", T, "--ek", EK, "--security", "enc", "--file", str(path))
+    assert code == 0
+    entry = KeyStore.load([path]).lookup(bytes.fromhex(T))
+    assert entry is not None
+    assert entry.allowed_security == {"enc"} and entry.authentication_key is None
+    # Without "enc"-only security the authentication key is still required.
+    other = tmp_path / "other.toml"
+    assert run_cli("keys", "add", T, "--ek", EK, "--file", str(other)) != 0
+    assert not other.exists()
