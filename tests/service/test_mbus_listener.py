@@ -15,6 +15,8 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dlmsd.decoding import decode_capture
+from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.service import simulator
 from dlmsd.service.config import ConfigError, parse_config
 from dlmsd.service.maker import DaemonService, StartupError
@@ -229,6 +231,14 @@ async def test_serial_port_receives_the_published_netz_noe_push(tmp_path: Path) 
     assert record["invocation_counter"] == 35
     assert record["datetime"] == NETZ_NOE["expected"]["datetime"]
     assert record["body"]["value"][2] == {"type": "double-long-unsigned", "value": 12937}
+    # One code path: `dlmsd decode` gives the same push.
+    [decoded] = decode_capture(data, lambda _title: _netz_noe_cipher())
+    for key in ("system_title", "invocation_counter", "security", "datetime", "body", "readings"):
+        assert record[key] == decoded[key]
+
+
+def _netz_noe_cipher() -> Suite0Cipher:
+    return Suite0Cipher(bytes.fromhex(NETZ_NOE["keys"]["ek"]), None, allow_encryption_only=True)
 
 
 @pytest_twisted.ensureDeferred
