@@ -156,3 +156,20 @@ def test_multi_line_hex_on_stdin(
     code, out, err = decode(capsys, "-", "--ek", TINETZ["keys"]["ek"])
     assert code == 0, err
     assert json.loads(out)["framing"] == "mbus"
+
+
+T210_D_EVN = capture("sagemcom/t210-d-evn-energyagent-test.json")
+
+
+def test_t210_d_evn_push_decodes_to_the_stated_values(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = decode(capsys, T210_D_EVN["hex"], "--ek", T210_D_EVN["keys"]["ek"])
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["system_title"] == T210_D_EVN["keys"]["system_title"]
+    assert record["security"] == "enc"
+    leaves = values(record["body"])
+    for stated in T210_D_EVN["expected"]["readings"]:
+        # OBIS as the body carries it, then the value as sent (the source states raw values).
+        obis = stated["obis"].replace("-", ".").replace(":", ".").split(".")
+        code_hex = bytes([*map(int, obis), 255]).hex()
+        assert leaves[leaves.index(code_hex) + 1] == int(stated["value"]), stated

@@ -41,7 +41,8 @@ NETZ_NOE = field("kaifa/netz-noe-kundenschnittstelle-example.json")
 TINETZ = field("kaifa/tinetz-kundenschnittstelle-example.json")
 T210_D = field("sagemcom/t210-d-netz-noe-domistyle-issue-12.json")
 ELSTER = field("elster/kmswest-single-frame.json")
-CAPTURES = [NETZ_NOE, TINETZ, T210_D, ELSTER]
+T210_D_EVN = field("sagemcom/t210-d-evn-energyagent-test.json")
+CAPTURES = [NETZ_NOE, TINETZ, T210_D, ELSTER, T210_D_EVN]
 
 
 def frames_of(data: bytes, read_size: int | None = None) -> list[MbusFrame | FrameError]:
