@@ -138,7 +138,7 @@ def test_capture_of_only_a_tail_segment_is_one_line(capsys: pytest.CaptureFixtur
     tail = NETZ_NOE["hex"][512:]  # the second frame alone
     code, out, err = decode(capsys, tail, "--ek", NETZ_NOE["keys"]["ek"])
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "no complete APDU" in err
+    assert err.count("\n") == 1 and "no complete message: M-Bus segment 1 without" in err
 
 
 def test_truncated_capture_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -479,7 +479,7 @@ def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
         system_title=table.system_title("system_title"),
-        meter=_listener_meter(table),
+        meter=_meter_name(table),
     )
 
 
@@ -494,17 +494,8 @@ def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
         max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         system_title=table.system_title("system_title"),
-        meter=_listener_meter(table),
+        meter=_meter_name(table),
     )
-
-
-def _listener_meter(table: _Table) -> str | None:
-    """`meter`: the key store name of the one meter on this line (or `system_title`)."""
-    if not _has(table, "meter"):
-        return None
-    if _has(table, "system_title"):
-        raise ConfigError(f"{table.key('meter')}: give either meter or system_title, not both")
-    return table.string("meter")
 
 
 def _metrics(table: _Table) -> MetricsConfig:
