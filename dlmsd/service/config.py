@@ -204,6 +204,7 @@ class MbusTcpListenerConfig:
     max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
     system_title: bytes | None = None
     meter: str | None = None
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 
 
 @attrs.frozen(slots=True)
@@ -495,6 +496,7 @@ def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         system_title=table.system_title("system_title"),
         meter=_meter_name(table),
+        max_connections_per_source=_per_source(table),
     )
 
 

@@ -442,9 +442,10 @@ def fit_connection_limits(config: Config) -> Config:
     else warns once and lowers their limits (`dlmsd.service.descriptors`).
     """
     listeners = config.listeners
-    streams: tuple[TcpListenerConfig | HdlcTcpListenerConfig, ...] = (
+    streams: tuple[TcpListenerConfig | HdlcTcpListenerConfig | MbusTcpListenerConfig, ...] = (
         *listeners.tcp,
         *listeners.hdlc_tcp,
+        *listeners.mbus_tcp,
     )
     if not streams:
         return config
@@ -478,6 +479,9 @@ def fit_connection_limits(config: Config) -> Config:
             tcp=tuple(attrs.evolve(tcp, max_connections=next(limits)) for tcp in listeners.tcp),
             hdlc_tcp=tuple(
                 attrs.evolve(hdlc, max_connections=next(limits)) for hdlc in listeners.hdlc_tcp
+            ),
+            mbus_tcp=tuple(
+                attrs.evolve(mbus, max_connections=next(limits)) for mbus in listeners.mbus_tcp
             ),
         ),
     )

@@ -115,6 +115,7 @@ class MbusTcpFactory(PushStreamFactory):
             name=config.name,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            max_connections_per_source=config.max_connections_per_source,
         )
         self.max_apdu_size = config.max_apdu_size
         self.system_title = config.system_title

@@ -302,6 +302,10 @@ def test_defaults_are_the_customer_interface_line_settings() -> None:
     assert serial.name == "mbus_serial:/dev/ttyUSB0"
     [tcp] = config.listeners.mbus_tcp
     assert (tcp.port, tcp.system_title, tcp.meter) == (4061, None, None)
+    per_source = parse_config(
+        {**BASE, "listeners": {"mbus_tcp": [{"max_connections_per_source": 3}]}}
+    )
+    assert per_source.listeners.mbus_tcp[0].max_connections_per_source == 3
 
 
 @pytest.mark.parametrize(
