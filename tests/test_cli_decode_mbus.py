@@ -1,9 +1,8 @@
 """`dlmsd decode` on real wired M-Bus captures (tests/data/field/, each file cites its source).
 
-The bodies of these pushes are not (fully) self-describing: Netz NÖ ends with a
-bare meter number, TINETZ mixes a flat pair with structures. The readings with
-OBIS codes are the per-make layouts' job; here the decrypted body and its values
-are checked against what the sources state.
+The bodies of these pushes are not fully self-describing: Netz NÖ ends with a bare
+meter number (left without an OBIS code), TINETZ mixes a flat pair with structures.
+Both the readings and the decrypted body are checked against what the sources state.
 """
 
 from __future__ import annotations
@@ -61,6 +60,11 @@ def test_netz_noe_example_decodes_to_the_stated_values(capsys: pytest.CaptureFix
     assert leaves[17:21] == ["0100200700ff", 2337, -1, 35]
     assert leaves[41:45] == ["01000d0700ff", 1000, -3, 255]
     assert bytes.fromhex(leaves[-1]).decode("ascii") == "181220000009"
+    readings = {r["obis"]: (r["value"], r["unit"]) for r in record["readings"]}
+    assert readings["1-0:1.8.0*255"] == (12937, "Wh")
+    assert readings["1-0:32.7.0*255"] == (233.7, "V")
+    assert readings["1-0:13.7.0*255"][0] == 1
+    assert len(readings) == 11  # the bare meter number gets no guessed OBIS code
 
 
 def test_tinetz_example_decrypts_to_the_published_plaintext(
@@ -77,6 +81,10 @@ def test_tinetz_example_decrypts_to_the_published_plaintext(
     assert "314b464d30313030303030303335" in leaves  # "1KFM0100000035"
     # The published plaintext (doc/EXAMPLE.md) holds 1-0:1.8.0 = 0x2394 Wh.
     assert leaves[leaves.index("0100010800ff") + 1] == 0x2394
+    readings = {r["obis"]: (r["value"], r["unit"]) for r in record["readings"]}
+    assert readings["0-0:96.1.0*255"] == ("1KFM0100000035", None)
+    assert readings["1-0:1.8.0*255"] == (9108, "Wh")
+    assert len(readings) == 11  # a flat clock pair, then ten structures
 
 
 def test_tinetz_plaintext_is_the_published_one() -> None:
