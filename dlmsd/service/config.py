@@ -53,9 +53,19 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the key path and the reason."""
 
 
+DEFAULT_MAX_PUSH_VALUES = 100_000
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
 @attrs.frozen(slots=True)
 class DaemonConfig:
-    """``[daemon]``: where state lives and how logs are written."""
+    """``[daemon]``: where state lives and how logs are written.
+
+    `max_push_values` bounds what one push may decode to (values in its body,
+    compact-array elements counted by what their description makes), checked
+    before they are built; `max_record_bytes` bounds one push's record text.
+    A push over either is refused as ``oversize``.
+    """
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_format: str = "text"
@@ -63,6 +73,8 @@ class DaemonConfig:
     # namespace (``"dlmsd.sinks" = "debug"``; a namespace covers its children).
     log_level: str = "info"
     log_levels: Mapping[str, str] = attrs.field(factory=dict)
+    max_push_values: int = DEFAULT_MAX_PUSH_VALUES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -300,6 +312,12 @@ def _daemon(table: _Table) -> DaemonConfig:
         log_format=table.choice("log_format", LOG_FORMATS, "text"),
         log_level=table.choice("log_level", LOG_LEVELS, "info"),
         log_levels=_log_levels(table),
+        max_push_values=table.integer(
+            "max_push_values", DEFAULT_MAX_PUSH_VALUES, 100, 100_000_000
+        ),
+        max_record_bytes=table.integer(
+            "max_record_bytes", DEFAULT_MAX_RECORD_BYTES, 4096, 1 << 30
+        ),
     )
 
 

@@ -39,8 +39,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dlmsd.cosem.shapes import ShapeCache
-from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
+from dlmsd.protocol.errors import AuthenticationFailed, DlmsError, LimitExceeded
 from dlmsd.protocol.push import peel
+from dlmsd.service.config import DEFAULT_MAX_PUSH_VALUES, DEFAULT_MAX_RECORD_BYTES
 from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
@@ -83,6 +84,10 @@ ACCEPTED = Outcome(True)
 _REJECTED = {reason: Outcome(False, reason) for reason in RejectReason}
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _utc_text(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
 
@@ -110,6 +115,8 @@ class Ingest:
         commit_interval: float = 0.002,
         log_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        max_push_values: int = DEFAULT_MAX_PUSH_VALUES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.keystore = keystore
         self.state = state
@@ -128,7 +135,10 @@ class Ingest:
         self._plaintext_ids = itertools.count()
         self._stamp_bucket = -1
         self._stamp_text = ""
-        self._shapes = ShapeCache()
+        self._shapes = ShapeCache(max_push_values)
+        self._max_record_bytes = max_record_bytes
+        # A text of n characters is n..4n bytes of UTF-8: below this, no need to count.
+        self._record_chars = max_record_bytes // 4
         # Bound once: these run for every frame.
         self._observe_decode = metrics.decode_seconds.observe
         self._per_meter = metrics.meter_pushes
@@ -232,8 +242,19 @@ class Ingest:
                 entry.layout,
                 f'{fields},"record_id":{encode_basestring(record_id)}',
             )
+        except LimitExceeded as error:
+            return self.reject(RejectReason.OVERSIZE, source, transport, str(error), entry)
         except DlmsError as error:
             return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        if len(text) > self._record_chars and _utf8_size(text) > self._max_record_bytes:
+            return self.reject(
+                RejectReason.OVERSIZE,
+                source,
+                transport,
+                f"record of {_utf8_size(text):,} bytes over max_record_bytes"
+                f" ({self._max_record_bytes:,})",
+                entry,
+            )
         mismatch = self._shapes.layout_mismatch
         if mismatch is not None:
             self._layout_mismatch(entry, source, transport, mismatch)

@@ -366,6 +366,8 @@ def _assemble(
         commit_interval=config.state.commit_interval,
         log_interval=config.quarantine.log_interval,
         clock=clock,
+        max_push_values=config.daemon.max_push_values,
+        max_record_bytes=config.daemon.max_record_bytes,
     )
     pumps = _pumps(config, state, metrics, reactor)
     for pump in pumps:
