@@ -64,6 +64,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from dlmsd.service import replaywindow
+from dlmsd.service.statelock import StateLock, StateLockedError
 
 if TYPE_CHECKING:
     from dlmsd.service.statebackend import CommitResult
@@ -358,6 +359,16 @@ class StateStore:
         # Counters as they were in the database before staging touched them,
         # to put back if the commit fails.
         self._committed_counters: dict[bytes, int | None] = {}
+        # One process owns the file (dlmsd.service.statelock): counters are checked
+        # in memory, so a second writer would let replays through.
+        try:
+            self._lock = StateLock(path)
+        except StateLockedError as exc:
+            raise StateError(str(exc)) from None
+        except OSError as exc:
+            raise StateError(
+                f"{path}: cannot open state database: its lock file: {exc.strerror or exc}"
+            ) from None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._setup(synchronous)
@@ -374,7 +385,11 @@ class StateStore:
                 if sink in self._depths:
                     self._depths[sink] = depth
         except sqlite3.Error as exc:
+            self._lock.release()
             raise StateError(f"{path}: cannot open state database: {exc}") from None
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _setup(self, synchronous: Synchronous) -> None:
         db = self._db
@@ -627,6 +642,7 @@ class StateStore:
             self.commit()
         finally:
             self._db.close()
+            self._lock.release()
 
     # --- the StateBackend interface (dlmsd.service.statebackend) ----------------
     # SQLite answers at once, so these Deferreds have already fired.
@@ -635,7 +651,9 @@ class StateStore:
     available = True
 
     def start(self, reactor: object) -> None:
-        """Nothing runs in the background: every call is synchronous."""
+        """Nothing runs in the background: every call is synchronous. The lock file
+        names this process again (twistd may have forked since the open)."""
+        self._lock.write_pid()
 
     def commit_staged(self) -> Deferred[CommitResult]:
         """`commit` as a Deferred; one daemon owns the file, so nothing is refused."""

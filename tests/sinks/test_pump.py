@@ -226,6 +226,7 @@ async def test_crash_before_ack_redelivers(tmp_path: Path, state: StateStore) ->
     pump.startService()
     await until(lambda: len(sink.held) == 1)
     state._db.close()  # the "crash": the ack can no longer happen
+    state._lock.release()  # as the kernel does for a process that died
     reopened = StateStore(tmp_path / "state.sqlite3", ["test"])
     second = ListSink()
     pump2 = SpoolPump(reopened, second, poll_interval=60.0)
