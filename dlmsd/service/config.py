@@ -178,9 +178,15 @@ class ListenersConfig:
 
 @attrs.frozen(slots=True)
 class KeysConfig:
-    """``[keys]``: the key store files, merged in order."""
+    """``[keys]``: the key store files, merged in order.
+
+    `reload_max_drop`: the share of loaded meters a SIGHUP reload may drop (0..1);
+    a reload that drops more, or all of them, is refused (old keys kept) unless
+    forced with ``dlmsd keys reload --force``; 1.0 turns the check off.
+    """
 
     files: tuple[Path, ...]
+    reload_max_drop: float = 0.5
 
 
 @attrs.frozen(slots=True)
@@ -434,7 +440,10 @@ def _keys(table: _Table) -> KeysConfig:
     files = table.paths("files")
     if not files:
         raise ConfigError(f"{table.key('files')}: at least one key file is required")
-    return KeysConfig(files=files)
+    return KeysConfig(
+        files=files,
+        reload_max_drop=table.number("reload_max_drop", 0.5, minimum=0.0, maximum=1.0),
+    )
 
 
 def _metrics(table: _Table) -> MetricsConfig:
