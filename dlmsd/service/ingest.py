@@ -15,7 +15,8 @@ is staged meanwhile goes in the next, so a slower (shared) database makes
 batches bigger instead of queueing transactions. A shared database may refuse
 some staged pushes at commit (another daemon accepted them first): they are
 counted as ``replay``. While the database is unreachable every push is refused
-as ``state_unavailable``, never accepted without the check.
+as ``state_unavailable``, never accepted without the check; while its disk is
+full, as ``disk_full`` (one warning when it fills, one line when space returns).
 
 Bad input never raises out of `Ingest.handle_apdu`: protocol errors become a
 rejection reason, anything else is a bug that is logged with its traceback,
@@ -47,6 +48,7 @@ from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
 from dlmsd.service.state import (
     AcceptedPush,
+    StateDiskFull,
     StateError,
     escape_line_breaks,
     make_record_id,
@@ -66,6 +68,7 @@ class RejectReason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     SPOOL_FULL = "spool_full"
     STATE_UNAVAILABLE = "state_unavailable"
+    DISK_FULL = "disk_full"
 
 
 @attrs.frozen(slots=True)
@@ -135,6 +138,9 @@ class Ingest:
         self._plaintext_ids = itertools.count()
         self._stamp_bucket = -1
         self._stamp_text = ""
+        # Pushes refused since the state disk filled up (None: it has room): one
+        # warning when it fills, one line when space returns, none per commit between.
+        self._disk_full_refused: int | None = None
         self._shapes = ShapeCache(max_push_values)
         self._max_record_bytes = max_record_bytes
         # A text of n characters is n..4n bytes of UTF-8: below this, no need to count.
@@ -404,6 +410,13 @@ class Ingest:
         return counted.addBoth(self._commit_done)
 
     def _committed(self, result: CommitResult, meters: list[str]) -> int:
+        if self._disk_full_refused is not None:
+            self.log.info(
+                "state disk has room again: pushes accepted; {count} were refused while it"
+                " was full",
+                count=self._disk_full_refused,
+            )
+            self._disk_full_refused = None
         if result.refused:
             # The shared database saw these first from another daemon (or an
             # earlier copy of the frame): replays, caught by the atomic check.
@@ -433,6 +446,18 @@ class Ingest:
     def _commit_failed(self, failure: Any, staged: int) -> int:
         # Nothing of the batch was accepted; the store set its counters back.
         error = failure.value
+        if isinstance(error, StateDiskFull):
+            if self._disk_full_refused is None:
+                self._disk_full_refused = 0
+                self.log.warn(
+                    "push rejected: {reason}: the state disk is full; refusing pushes (none"
+                    " accepted, counters kept, meters may retransmit) until space returns: {error}",
+                    reason=RejectReason.DISK_FULL.value,
+                    error=str(error),
+                )
+            self._disk_full_refused += staged
+            self.metrics.pushes_rejected.labels(RejectReason.DISK_FULL).inc(staged)
+            return 0
         if isinstance(error, StateUnavailable):
             self.log.critical(
                 "state database unreachable: {count} pushes refused, none accepted: {error}",

@@ -166,6 +166,19 @@ class StateError(Exception):
     """The state database cannot be opened or written (disk full, corrupt, too new)."""
 
 
+class StateDiskFull(StateError):
+    """The state's disk (or file system quota) is full: nothing was written."""
+
+
+def _state_error(message: str, exc: sqlite3.Error) -> StateError:
+    """`message` as a StateError; a full disk as `StateDiskFull`, so it has its own reason."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(
+        exc
+    ):
+        return StateDiskFull(message)
+    return StateError(message)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)
@@ -584,7 +597,7 @@ class StateStore:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot begin a transaction: {exc}") from None
+            raise _state_error(f"{self.path}: cannot begin a transaction: {exc}", exc) from None
         try:
             body(db)
             db.execute("COMMIT")
@@ -592,7 +605,7 @@ class StateStore:
             # A failed COMMIT may have rolled back already.
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise StateError(f"{self.path}: transaction failed: {exc}") from None
+            raise _state_error(f"{self.path}: transaction failed: {exc}", exc) from None
 
     # --- spool ----------------------------------------------------------------
 
