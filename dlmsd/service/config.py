@@ -212,6 +212,8 @@ class SinkConfig:
     name: str
     batch_size: int = 500
     retry_backoff: float = 1.0
+    # The longest wait between retries of a failing sink (the backoff doubles up to it).
+    retry_backoff_max: float = 10.0
     options: Mapping[str, Any] = attrs.field(factory=dict)
     path: str = "sinks[0]"
 
@@ -455,7 +457,7 @@ def _metrics(table: _Table) -> MetricsConfig:
     )
 
 
-_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff"})
+_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff", "retry_backoff_max"})
 
 
 def _sinks(root: _Table) -> tuple[SinkConfig, ...]:
@@ -473,11 +475,15 @@ _BATCH_DEFAULTS = {"mqtt": 1000}
 
 def _sink(table: _Table) -> SinkConfig:
     kind = table.string("type")
+    retry_backoff = table.number("retry_backoff", 1.0, minimum=0.001)
     return SinkConfig(
         type=kind,
         name=table.string("name", kind),
         batch_size=table.integer("batch_size", _BATCH_DEFAULTS.get(kind, 500), 1, 1_000_000),
-        retry_backoff=table.number("retry_backoff", 1.0, minimum=0.001),
+        retry_backoff=retry_backoff,
+        retry_backoff_max=table.number(
+            "retry_backoff_max", max(10.0, retry_backoff), minimum=retry_backoff
+        ),
         # The sink type's factory validates its own keys (`sink_error_path` names them).
         options={key: value for key, value in table.items() if key not in _SINK_COMMON},
         path=table.path_text,

@@ -451,7 +451,8 @@ class Ingest:
                 self._disk_full_refused = 0
                 self.log.warn(
                     "push rejected: {reason}: the state disk is full; refusing pushes (none"
-                    " accepted, counters kept, meters may retransmit) until space returns: {error}",
+                    " accepted, counters kept, meters may retransmit) until space returns:"
+                    " {error}",
                     reason=RejectReason.DISK_FULL.value,
                     error=str(error),
                 )

@@ -438,6 +438,7 @@ def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) 
                 sink,
                 settings.batch_size,
                 settings.retry_backoff,
+                max_backoff=settings.retry_backoff_max,
                 reactor=reactor,
                 on_delivered=metrics.delivered,
             )

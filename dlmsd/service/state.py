@@ -172,9 +172,7 @@ class StateDiskFull(StateError):
 
 def _state_error(message: str, exc: sqlite3.Error) -> StateError:
     """`message` as a StateError; a full disk as `StateDiskFull`, so it has its own reason."""
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(
-        exc
-    ):
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
         return StateDiskFull(message)
     return StateError(message)
 

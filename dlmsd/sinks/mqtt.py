@@ -286,6 +286,8 @@ class MqttSink:
         self._misc = LoopingCall(self._loop_misc)
         self._events: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._misc.clock = reactor
+        # Set by the spool pump: called on CONNACK, so a pump backing off retries at once.
+        self.on_ready: Callable[[], None] | None = None
         reactor.callWhenRunning(self._connect)
 
     @property
@@ -482,6 +484,8 @@ class MqttSink:
             self._start(batch)
         elif descriptor is not None:
             self._write(descriptor)
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _announce(self, descriptor: _PahoSocket, *, subscribe: bool) -> None:
         """On a new connection: availability ``online``, the subscription to Home
