@@ -96,3 +96,22 @@ def test_the_limits_in_the_config() -> None:
     assert "daemon.max_push_values: expected an integer" in refused(bad)
     bad = MINIMAL.replace("[daemon]", "[daemon]\nmax_record_bytes = 10")
     assert "daemon.max_record_bytes: expected an integer" in refused(bad)
+
+
+def test_the_other_issue_13_options_in_the_config() -> None:
+    config = parse(MINIMAL)
+    assert config.keys.reload_max_drop == 0.5
+    assert config.sinks[0].retry_backoff_max == 10.0
+    changed = MINIMAL.replace('files = ["', 'reload_max_drop = 1.0\nfiles = ["').replace(
+        'type = "jsonl"', 'type = "jsonl"\nretry_backoff = 0.5\nretry_backoff_max = 2'
+    )
+    config = parse(changed)
+    assert config.keys.reload_max_drop == 1.0
+    assert (config.sinks[0].retry_backoff, config.sinks[0].retry_backoff_max) == (0.5, 2.0)
+    assert "retry_backoff_max" not in config.sinks[0].options
+    bad = MINIMAL.replace('files = ["', 'reload_max_drop = 2\nfiles = ["')
+    assert "keys.reload_max_drop: expected a number 0.0..1.0" in refused(bad)
+    bad = MINIMAL.replace(
+        'type = "jsonl"', 'type = "jsonl"\nretry_backoff = 5\nretry_backoff_max = 1'
+    )
+    assert "sinks[0].retry_backoff_max: expected a number >= 5.0" in refused(bad)
