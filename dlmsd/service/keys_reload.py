@@ -3,7 +3,8 @@
 The daemon reloads its key files on SIGHUP and refuses a reload that would drop
 more than ``[keys] reload_max_drop`` of its meters (an empty or truncated file).
 This command checks the files as the daemon will read them, finds the daemon
-(``--pid``, or the holder of the SQLite state's lock), and sends SIGHUP. With
+(``--pid``, or the holder of the SQLite state's lock), sends SIGHUP, and tells
+from the daemon's metrics whether it reloaded or refused (exit 0 or 2). With
 ``--force`` it first leaves a marker in the state directory; the daemon takes
 the marker on that SIGHUP and reloads whatever the files hold. A marker older
 than `FORCE_TTL` is ignored, so a forced reload never happens by surprise later.
@@ -82,6 +83,7 @@ def run_reload(args: argparse.Namespace) -> int:
     pid = args.pid if args.pid is not None else _daemon_pid(config)
     if isinstance(pid, str):
         return _fail(pid)
+    before = _reload_metrics(config)
     if args.force:
         marker = force_marker(config.daemon.state_dir)
         try:
@@ -97,11 +99,65 @@ def run_reload(args: argparse.Namespace) -> int:
                 force_marker(config.daemon.state_dir).unlink()
         return _fail(f"cannot signal pid {pid}: {error.strerror or error}")
     how = "forced reload" if args.force else "reload"
-    print(
-        f"key files hold {len(meters)} meters; sent SIGHUP ({how}) to dlmsd pid {pid};"
-        " its log says what it did"
-    )
+    sent = f"key files hold {len(meters)} meters; sent SIGHUP ({how}) to dlmsd pid {pid}"
+    if before is None:
+        print(f"{sent}; its log says what it did")
+        return 0
+    outcome = _await_outcome(config, before)
+    if outcome == "refused":
+        return _fail(f"{sent}; the daemon refused the reload (its log says why; --force)")
+    if outcome == "reloaded":
+        print(f"{sent}; reloaded")
+    else:
+        print(f"{sent}; no answer on its metrics yet: its log says what it did")
     return 0
+
+
+_FAILURES = "dlmsd_keystore_reload_failures_total"
+_LAST_RELOAD = "dlmsd_keystore_last_reload_timestamp_seconds"
+
+
+def _reload_metrics(config: Config) -> tuple[float, float] | None:
+    """(reload failures, last reload time) from the daemon's /metrics; None if unreadable."""
+    import urllib.request
+
+    if not config.metrics.enabled or not config.metrics.port:
+        return None
+    host = config.metrics.address
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    url = f"http://{host}:{config.metrics.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in (_FAILURES, _LAST_RELOAD):
+            try:
+                values[name] = float(value)
+            except ValueError:
+                return None
+    if len(values) != 2:
+        return None
+    return values[_FAILURES], values[_LAST_RELOAD]
+
+
+def _await_outcome(config: Config, before: tuple[float, float], wait: float = 10.0) -> str:
+    """ "reloaded", "refused" or "unknown": what the daemon's metrics say after the SIGHUP."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = _reload_metrics(config)
+        if now is None:
+            continue
+        if now[0] > before[0]:
+            return "refused"
+        if now[1] != before[1]:
+            return "reloaded"
+    return "unknown"
 
 
 def _daemon_pid(config: Config) -> int | str:

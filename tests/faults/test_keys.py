@@ -140,9 +140,12 @@ def test_an_empty_or_truncated_key_file_does_not_empty_the_key_store(tmp_path: P
         wait_for(lambda: record_id(meter, 1) in daemon.record_ids(), 10, "a push")
         wait_for(lambda: record_id(daemon.meters[5], 1) in daemon.record_ids(), 10, "a push")
 
-        # The operator means it: `dlmsd keys reload --force` takes the truncated file.
+        # `dlmsd keys reload` tells the operator what the daemon did: refused again...
+        code, output = _keys_reload(daemon)
+        assert code == 2 and "refused the reload" in output, output
+        # ...until the operator means it: `--force` takes the truncated file.
         code, output = _keys_reload(daemon, "--force")
-        assert code == 0 and f"pid {daemon.pid}" in output, output
+        assert code == 0 and f"pid {daemon.pid}" in output and "reloaded" in output, output
         wait_for(lambda: "key store reloaded (forced): 1 meters" in daemon.log(), 10, "reload")
         assert daemon.metric("dlmsd_keystore_meters") == 1
         send_udp(daemon.udp_port, [push(daemon.meters[5], 2)])
@@ -154,6 +157,6 @@ def test_an_empty_or_truncated_key_file_does_not_empty_the_key_store(tmp_path: P
         assert code == 2 and output.count("\n") == 1 and "nothing sent" in output, output
     log = daemon.log()
     refusals = [line for line in log.splitlines() if "key store reload refused" in line]
-    assert len(refusals) == 2 and all("--force" in line for line in refusals), refusals
+    assert len(refusals) == 3 and all("--force" in line for line in refusals), refusals
     assert "Traceback" not in log
     assert_no_key_material(log, daemon.key_texts())

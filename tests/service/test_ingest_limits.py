@@ -5,6 +5,7 @@ Pushes here are synthetic, built with dlmsd's encoders and the simulator's keys.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -115,3 +116,22 @@ def test_the_other_issue_13_options_in_the_config() -> None:
         'type = "jsonl"', 'type = "jsonl"\nretry_backoff = 5\nretry_backoff_max = 1'
     )
     assert "sinks[0].retry_backoff_max: expected a number >= 5.0" in refused(bad)
+
+
+def test_no_shape_is_learnt_from_a_refused_layout(tmp_path: Path) -> None:
+    # The fast path (dlmsd.cosem.shapes) compiles a layout on its second miss; a layout
+    # over the budget never decodes, so no shape of it exists to bypass the bound.
+    meter = simulator.make_meters(1)[0]
+    ingest, state = _ingest(tmp_path, meter, max_push_values=100)
+    body = Data.array(*[Data.unsigned(1)] * 150).to_bytes()
+    for counter in range(1, 6):
+        outcome = ingest.handle_apdu(_push(meter, counter, body), "s", "udp")
+        assert outcome.reason is RejectReason.OVERSIZE
+    assert ingest._shapes.compiled == 0
+    # A layout within the budget is compiled and its later pushes take the fast path.
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for counter in range(6, 12):
+        push = simulator.build_push(meter, counter, stamp)
+        assert ingest.handle_apdu(push, "s", "udp") is ACCEPTED
+    assert ingest._shapes.compiled >= 1
+    state.close()
