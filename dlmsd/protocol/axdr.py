@@ -762,6 +762,16 @@ def _decode_rare(
 
 
 # -- compact arrays --------------------------------------------------------------------
+_LEAF_DESCRIPTIONS: dict[DataType, TypeDescription] = {
+    t: TypeDescription(t)
+    for t in DataType
+    if t not in (DataType.ARRAY, DataType.STRUCTURE, DataType.COMPACT_ARRAY)
+}
+_LEAF_BY_TAG: list[TypeDescription | None] = [None] * 256
+for _leaf in _LEAF_DESCRIPTIONS.values():
+    _LEAF_BY_TAG[_leaf.type] = _leaf
+
+
 def decode_type_description(buf: Buffer, offset: int = 0) -> tuple[TypeDescription, int]:
     """Decode a compact-array TypeDescription; return ``(description, new_offset)``."""
     if not isinstance(buf, bytes):
@@ -793,10 +803,18 @@ def _decode_description(
             raise TruncatedError(f"type description announces {count} members", off)
         members = []
         for _ in range(count):
+            # Leaf members inline: no call each.
+            leaf = _LEAF_BY_TAG[buf[off]] if off < limit else None
+            if leaf is not None:
+                members.append(leaf)
+                off += 1
+                continue
             member, off = _decode_description(buf, off, limit, depth + 1)
             members.append(member)
         return TypeDescription(DataType.STRUCTURE, count, tuple(members)), off
-    return TypeDescription(data_type), off
+    # Leaves are immutable values: one shared instance per type (a description of
+    # thousands of members then costs a lookup each, not an attrs construction).
+    return _LEAF_DESCRIPTIONS[data_type], off
 
 
 def _decode_compact_contents(
