@@ -271,6 +271,9 @@ class MqttSink:
         self._builder = MessageBuilder(name, settings)
         self._backoff = Backoff(settings.reconnect_min, settings.reconnect_max)
         self._log_limit = LogRateLimiter(60.0)
+        # An outage is one line here (lost, or the first failed connect), not one a minute:
+        # the spool pump says "down" and "back" for every sink type.
+        self._outage_logged = False
         self._state = "idle"  # idle, connecting, handshake, connected, closed
         self._client: Any = None
         self._socket: _PahoSocket | None = None
@@ -465,6 +468,7 @@ class MqttSink:
             self._window = min(self._window, receive_maximum)
         self._backoff.reset()
         self.health.connected = True
+        self._outage_logged = False
         self.log.info(
             "sink {sink}: connected to {url} (MQTT {protocol}, session present: {present})",
             sink=self.name,
@@ -530,6 +534,7 @@ class MqttSink:
         self._drop(client)
         self._fail_batch(MqttError(text), only_started=True)
         if was_connected:
+            self._outage_logged = True
             self.log.warn("sink {sink}: {error}; reconnecting", sink=self.name, error=text)
             self.health.error("disconnected", text)
             self._schedule_reconnect(0.0)
@@ -551,7 +556,10 @@ class MqttSink:
         self.health.error(kind, text)
         self.health.connected = False
         delay = self._backoff.next()
-        if self._log_limit.should_log(f"{kind}|{text}".encode(), self._reactor.seconds()):
+        if not self._outage_logged and self._log_limit.should_log(
+            f"{kind}|{text}".encode(), self._reactor.seconds()
+        ):
+            self._outage_logged = True
             self.log.error(
                 "sink {sink}: {url}: {error}; retrying in {delay:.1f}s (pushes stay spooled)",
                 sink=self.name,
