@@ -66,13 +66,14 @@ class Keys:
 
 
 def add_key_options(
-    group: argparse._ActionsContainer, *, keys_file: bool = True, what: str = "the meter's"
+    group: argparse._ActionsContainer,
+    *,
+    keys_file: bool = True,
+    keys_help: str = "key store file (TOML, mode 0600) with the meter's keys",
 ) -> None:
     """``--keys FILE`` (optional), ``--ek HEX|-`` and ``--ak HEX|-``, with the warning."""
     if keys_file:
-        group.add_argument(
-            "--keys", metavar="FILE", help=f"key store file (TOML, mode 0600) with {what} keys"
-        )
+        group.add_argument("--keys", metavar="FILE", help=keys_help)
     group.add_argument(
         "--ek",
         metavar="HEX|-",

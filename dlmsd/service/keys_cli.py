@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add = sub.add_parser("add", help="add a meter (creates the file with mode 0600)")
     add.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
     add.add_argument("--name", help="a name for logs and records")
-    add_key_options(add, what="this meter's (copied from the entry of SYSTEM_TITLE)")
+    add_key_options(
+        add, keys_help="another key store file: copy the keys of its SYSTEM_TITLE entry"
+    )
     add.add_argument(
         "--generate", action="store_true", help="generate random keys (read them from the file)"
     )
