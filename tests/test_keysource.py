@@ -210,3 +210,14 @@ def test_keys_add_refuses_what_does_not_fit(
     source = _key_file(tmp_path / "vendor.toml")
     assert _keys_add("4B464D0000000009", "--keys", str(source), "--file", str(target)) == 2
     assert not target.exists()
+
+
+def test_decode_file_leaves_stdin_to_the_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "capture.hex"
+    capture.write_text(UDP_PUSHES[2]["hex"])
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{KEY}\n"))
+    code, out, err = _decode(capsys, "--file", str(capture), "--ek", "-")
+    assert code == 0, err
+    assert json.loads(out)["invocation_counter"] == 487
