@@ -19,6 +19,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -44,6 +45,8 @@ TIME_PER_BYTE = 500e-6  # seconds per input byte
 MEMORY_FLOOR = 32 << 20  # bytes of peak RSS rise
 MEMORY_PER_BYTE = 8 << 10  # bytes of peak RSS rise per input byte
 COST_SCALE_ENV = "DLMSD_FUZZ_COST_SCALE"  # multiplies the cost limits; 0 turns them off
+# "1": measure memory with tracemalloc (exact per input, slower) instead of the peak RSS.
+TRACE_MEMORY_ENV = "DLMSD_FUZZ_TRACE_MEMORY"
 
 TestOneInput = Callable[[bytes], None]
 
@@ -109,15 +112,30 @@ def guarded(check: TestOneInput, allowed: tuple[type[BaseException], ...]) -> Te
     Cost: wall time (at most the time cap, and at most ``TIME_FLOOR + TIME_PER_BYTE``
     per byte) and the rise of the process's peak RSS while the input ran (at most
     ``MEMORY_FLOOR + MEMORY_PER_BYTE`` per byte). The peak RSS costs one getrusage
-    call; it charges an input only for memory beyond every earlier peak, so it
-    catches the input that first takes the process far above its usual size.
+    call; it charges an input only for memory beyond every earlier peak (and a
+    process starts with its parent's peak: the runner starts each harness from a
+    small process), so it catches the input that first takes the process far above
+    its usual size. ``DLMSD_FUZZ_TRACE_MEMORY=1`` charges each input the peak of
+    its own Python allocations instead (tracemalloc: exact, several times slower).
     """
     cap = time_cap()
     scale = cost_scale()
+    trace = os.environ.get(TRACE_MEMORY_ENV) == "1"
+    if trace and not tracemalloc.is_tracing():
+        tracemalloc.start()
+
+    def memory_mark() -> int:
+        if trace:
+            tracemalloc.reset_peak()
+            return tracemalloc.get_traced_memory()[0]
+        return peak_rss()
+
+    def memory_peak() -> int:
+        return tracemalloc.get_traced_memory()[1] if trace else peak_rss()
 
     def test_one_input(data: bytes) -> None:
         size = len(data)
-        peak_before = peak_rss()
+        peak_before = memory_mark()
         started = time.perf_counter()
         with contextlib.suppress(*allowed):
             check(data)
@@ -132,12 +150,13 @@ def guarded(check: TestOneInput, allowed: tuple[type[BaseException], ...]) -> Te
                 f"{size}-byte input took {elapsed:.2f}s, more than its size allows"
                 f" ({most_time:.2f}s)"
             )
-        rise = peak_rss() - peak_before
+        rise = memory_peak() - peak_before
         most_memory = scale * (MEMORY_FLOOR + MEMORY_PER_BYTE * size)
         if rise > most_memory:
+            what = "its allocations peaked at" if trace else "raised the peak RSS by"
             raise CostlyInput(
-                f"{size}-byte input raised the peak RSS by {rise >> 20} MiB, more than its"
-                f" size allows ({int(most_memory) >> 20} MiB)"
+                f"{size}-byte input {what} {rise >> 20} MiB, more than its size allows"
+                f" ({int(most_memory) >> 20} MiB)"
             )
 
     return test_one_input
