@@ -51,7 +51,13 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     decode.add_argument("hex", nargs="?", default="-", help="frame as hex; '-' reads stdin")
     from dlmsd.keysource import add_key_options
 
-    add_key_options(decode)
+    add_key_options(
+        decode,
+        keys_help="key store file (TOML, mode 0600), keys picked by the frame's system title;"
+        " default: none",
+        ek_note="default: none, so ciphered frames are refused (no keys)",
+        ak_note="for authenticated frames (security 0x10/0x30); default: the --ek value",
+    )
     decode.add_argument(
         "--system-title",
         help="system title (hex) for APDUs that carry none (glo- APDUs); default: the frame's own",

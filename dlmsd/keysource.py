@@ -70,21 +70,24 @@ def add_key_options(
     *,
     keys_file: bool = True,
     keys_help: str = "key store file (TOML, mode 0600) with the meter's keys",
+    ek_note: str = "",
+    ak_note: str = "",
 ) -> None:
-    """``--keys FILE`` (optional), ``--ek HEX|-`` and ``--ak HEX|-``, with the warning."""
+    """``--keys FILE`` (optional), ``--ek HEX|-`` and ``--ak HEX|-``, with the warning;
+    a command's own words about the keys go in `ek_note` / `ak_note`."""
     if keys_file:
         group.add_argument("--keys", metavar="FILE", help=keys_help)
     group.add_argument(
         "--ek",
         metavar="HEX|-",
         help=f"encryption key, 32 hex characters, or - to read it from stdin (or {EK_ENV});"
-        f" {PS_WARNING}",
+        f"{' ' + ek_note + ';' if ek_note else ''} {PS_WARNING}",
     )
     group.add_argument(
         "--ak",
         metavar="HEX|-",
         help=f"authentication key, 32 hex characters, or - to read it from stdin"
-        f" (or {AK_ENV}); {PS_WARNING}",
+        f" (or {AK_ENV});{' ' + ak_note + ';' if ak_note else ''} {PS_WARNING}",
     )
 
 
