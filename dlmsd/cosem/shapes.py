@@ -45,6 +45,7 @@ from dlmsd.cosem.readings import (
 )
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.axdr import (
+    MAX_VALUES,
     Data,
     DataType,
     data_json_text,
@@ -87,9 +88,14 @@ class ShapeCache:
     .record_json(more)``, and raises the same errors. Bounded: at most 4 shapes
     per (length, push object list), 4,096 such keys, and shapes of 1 MiB of
     plaintext in all (about 20 MiB of memory).
+
+    `max_values` bounds the decoded body of a push (`decode_data`); a shape is only
+    made from a push that decoded within it and matches only pushes of the same
+    layout, so the shape path keeps the bound too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_values: int = MAX_VALUES) -> None:
+        self._max_values = max_values
         # (plaintext length, id of the push object list) -> (that list, its shapes, misses)
         self._shapes: dict[tuple[int, int], _Entry] = {}
         self._held = 0  # plaintext bytes behind the shapes kept
@@ -120,7 +126,7 @@ class ShapeCache:
                 if fields is not None:
                     self.layout_mismatch = None  # a shape is only made of a fitting push
                     return f"{record_head_json(envelope)}{fields}{more}}}"
-        push = open_decrypted(envelope, plaintext, objects)
+        push = open_decrypted(envelope, plaintext, objects, self._max_values)
         self.layout_mismatch = push.layout_mismatch
         self.misses += 1
         if entry is None:

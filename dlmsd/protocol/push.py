@@ -20,7 +20,7 @@ import attrs
 
 from dlmsd.cosem.readings import Layout, Reading, extract_readings_checked, readings_json_text
 from dlmsd.protocol.apdus.notification import DataNotification
-from dlmsd.protocol.axdr import data_json_text
+from dlmsd.protocol.axdr import MAX_VALUES, data_json_text
 from dlmsd.protocol.ciphered import (
     CIPHERED_TAGS,
     GeneralCiphering,
@@ -227,9 +227,13 @@ def open_push(
 
 
 def open_decrypted(
-    envelope: Envelope, plaintext: bytes, push_object_list: Layout | None = None
+    envelope: Envelope,
+    plaintext: bytes,
+    push_object_list: Layout | None = None,
+    max_values: int = MAX_VALUES,
 ) -> Push:
-    """Decode the notification of an envelope whose plaintext is already known."""
+    """Decode the notification of an envelope whose plaintext is already known (a body of
+    more than `max_values` values raises LimitExceeded before it is built)."""
     if not plaintext or plaintext[0] != DATA_NOTIFICATION:
         raise DecodeError(
             f"expected a DataNotification (0x0F), got tag 0x{plaintext[0]:02X}"
@@ -237,7 +241,7 @@ def open_decrypted(
             else "empty plaintext",
             0,
         )
-    notification = DataNotification.from_bytes(plaintext)
+    notification = DataNotification.from_bytes(plaintext, max_values)
     readings, mismatch = extract_readings_checked(
         notification.body, push_object_list, notification.body_descriptors
     )

@@ -53,9 +53,19 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the key path and the reason."""
 
 
+DEFAULT_MAX_PUSH_VALUES = 100_000
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
 @attrs.frozen(slots=True)
 class DaemonConfig:
-    """``[daemon]``: where state lives and how logs are written."""
+    """``[daemon]``: where state lives and how logs are written.
+
+    `max_push_values` bounds what one push may decode to (values in its body,
+    compact-array elements counted by what their description makes), checked
+    before they are built; `max_record_bytes` bounds one push's record text.
+    A push over either is refused as ``oversize``.
+    """
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_format: str = "text"
@@ -63,6 +73,8 @@ class DaemonConfig:
     # namespace (``"dlmsd.sinks" = "debug"``; a namespace covers its children).
     log_level: str = "info"
     log_levels: Mapping[str, str] = attrs.field(factory=dict)
+    max_push_values: int = DEFAULT_MAX_PUSH_VALUES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -209,9 +221,15 @@ class MbusTcpListenerConfig:
 
 @attrs.frozen(slots=True)
 class KeysConfig:
-    """``[keys]``: the key store files, merged in order."""
+    """``[keys]``: the key store files, merged in order.
+
+    `reload_max_drop`: the share of loaded meters a SIGHUP reload may drop (0..1);
+    a reload that drops more, or all of them, is refused (old keys kept) unless
+    forced with ``dlmsd keys reload --force``; 1.0 turns the check off.
+    """
 
     files: tuple[Path, ...]
+    reload_max_drop: float = 0.5
 
 
 @attrs.frozen(slots=True)
@@ -237,6 +255,8 @@ class SinkConfig:
     name: str
     batch_size: int = 500
     retry_backoff: float = 1.0
+    # The longest wait between retries of a failing sink (the backoff doubles up to it).
+    retry_backoff_max: float = 10.0
     options: Mapping[str, Any] = attrs.field(factory=dict)
     path: str = "sinks[0]"
 
@@ -343,6 +363,12 @@ def _daemon(table: _Table) -> DaemonConfig:
         log_format=table.choice("log_format", LOG_FORMATS, "text"),
         log_level=table.choice("log_level", LOG_LEVELS, "info"),
         log_levels=_log_levels(table),
+        max_push_values=table.integer(
+            "max_push_values", DEFAULT_MAX_PUSH_VALUES, 100, 100_000_000
+        ),
+        max_record_bytes=table.integer(
+            "max_record_bytes", DEFAULT_MAX_RECORD_BYTES, 4096, 1 << 30
+        ),
     )
 
 
@@ -465,7 +491,10 @@ def _keys(table: _Table) -> KeysConfig:
     files = table.paths("files")
     if not files:
         raise ConfigError(f"{table.key('files')}: at least one key file is required")
-    return KeysConfig(files=files)
+    return KeysConfig(
+        files=files,
+        reload_max_drop=table.number("reload_max_drop", 0.5, minimum=0.0, maximum=1.0),
+    )
 
 
 def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
@@ -509,7 +538,7 @@ def _metrics(table: _Table) -> MetricsConfig:
     )
 
 
-_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff"})
+_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff", "retry_backoff_max"})
 
 
 def _sinks(root: _Table) -> tuple[SinkConfig, ...]:
@@ -527,11 +556,15 @@ _BATCH_DEFAULTS = {"mqtt": 1000}
 
 def _sink(table: _Table) -> SinkConfig:
     kind = table.string("type")
+    retry_backoff = table.number("retry_backoff", 1.0, minimum=0.001)
     return SinkConfig(
         type=kind,
         name=table.string("name", kind),
         batch_size=table.integer("batch_size", _BATCH_DEFAULTS.get(kind, 500), 1, 1_000_000),
-        retry_backoff=table.number("retry_backoff", 1.0, minimum=0.001),
+        retry_backoff=retry_backoff,
+        retry_backoff_max=table.number(
+            "retry_backoff_max", max(10.0, retry_backoff), minimum=retry_backoff
+        ),
         # The sink type's factory validates its own keys (`sink_error_path` names them).
         options={key: value for key, value in table.items() if key not in _SINK_COMMON},
         path=table.path_text,

@@ -195,12 +195,20 @@ class KeyStore:
         """The meter with this system title, or None when unknown."""
         return self._meters.get(system_title)
 
-    def reload(self) -> int:
+    def reload(self, *, max_drop: float = 1.0, force: bool = False) -> int:
         """Re-read the key files and swap them in; returns the new meter count.
 
-        On any problem raises KeyFileError and keeps the current keys.
+        On any problem raises KeyFileError and keeps the current keys. A reload that
+        would drop more than `max_drop` (a share, 0..1) of the meters loaded now, or
+        all of them while `max_drop` < 1, raises `ReloadRefused` unless `force`: an
+        empty or truncated file (a deploy tool writing it in place) would otherwise
+        send every push to quarantine.
         """
         meters = load_meters(self._paths, check_permissions=self._check_permissions)
+        if not force:
+            refusal = reload_refusal(self._meters, meters, max_drop)
+            if refusal is not None:
+                raise ReloadRefused(None, refusal)
         self._meters = meters
         return len(meters)
 
@@ -215,6 +223,31 @@ class KeyStore:
 
     def __repr__(self) -> str:
         return f"<KeyStore {len(self._meters)} meters from {[str(p) for p in self._paths]}>"
+
+
+class ReloadRefused(KeyFileError):
+    """A valid reload refused because it would drop too many meters (see `KeyStore.reload`)."""
+
+
+def reload_refusal(
+    current: Mapping[bytes, object], new: Mapping[bytes, object], max_drop: float
+) -> str | None:
+    """Why replacing `current` meters by `new` ones drops too many, or None when it does not.
+
+    Dropped means a system title loaded now and absent after: a file that swaps
+    most meters for others drops them too.
+    """
+    if not current or max_drop >= 1.0:
+        return None
+    dropped = sum(1 for title in current if title not in new)
+    if not new:
+        return f"the key files now hold no meter: the reload would drop all {len(current)}"
+    if dropped > max_drop * len(current):
+        return (
+            f"the reload would drop {dropped} of the {len(current)} meters loaded"
+            f" (more than keys.reload_max_drop = {max_drop:g} of them)"
+        )
+    return None
 
 
 def load_meters(

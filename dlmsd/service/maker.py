@@ -47,7 +47,8 @@ from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.health import Health, health_resources
 from dlmsd.service.ingest import Ingest
-from dlmsd.service.keystore import KeyFileError, KeyStore
+from dlmsd.service.keys_reload import take_force_marker
+from dlmsd.service.keystore import KeyFileError, KeyStore, ReloadRefused
 from dlmsd.service.logging import daemon_observer
 from dlmsd.service.mbus import MbusSerialService, listen_mbus_tcp
 from dlmsd.service.metrics import Metrics, listen_metrics
@@ -251,10 +252,24 @@ class DaemonService(MultiService):
         # Signal context: hand the work to the reactor thread.
         self._reactor.callFromThread(self.reload_keys)
 
-    def reload_keys(self) -> bool:
-        """Re-read the key files; on any problem keep the current keys and log why."""
+    def reload_keys(self, force: bool = False) -> bool:
+        """Re-read the key files; on any problem keep the current keys and log why.
+
+        A reload that would drop more than ``keys.reload_max_drop`` of the meters is
+        refused unless `force` or ``dlmsd keys reload --force`` asked for it.
+        """
+        forced = take_force_marker(self.config.daemon.state_dir) or force
         try:
-            count = self.keystore.reload()
+            count = self.keystore.reload(max_drop=self.config.keys.reload_max_drop, force=forced)
+        except ReloadRefused as error:
+            self.metrics.keystore_reload_failures.inc()
+            self.log.warn(
+                "key store reload refused, keeping the {count} meters loaded: {error};"
+                " if that is intended: dlmsd keys reload --force",
+                count=len(self.keystore),
+                error=str(error),
+            )
+            return False
         except KeyFileError as error:
             self.metrics.keystore_reload_failures.inc()
             self.log.error(
@@ -264,7 +279,10 @@ class DaemonService(MultiService):
             )
             return False
         self._keystore_loaded()
-        self.log.info("key store reloaded: {count} meters", count=count)
+        if forced:
+            self.log.warn("key store reloaded (forced): {count} meters", count=count)
+        else:
+            self.log.info("key store reloaded: {count} meters", count=count)
         return True
 
     def _keystore_loaded(self) -> None:
@@ -369,6 +387,8 @@ def _assemble(
         commit_interval=config.state.commit_interval,
         log_interval=config.quarantine.log_interval,
         clock=clock,
+        max_push_values=config.daemon.max_push_values,
+        max_record_bytes=config.daemon.max_record_bytes,
     )
     pumps = _pumps(config, state, metrics, reactor)
     for pump in pumps:
@@ -421,6 +441,7 @@ def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) 
                 sink,
                 settings.batch_size,
                 settings.retry_backoff,
+                max_backoff=settings.retry_backoff_max,
                 reactor=reactor,
                 on_delivered=metrics.delivered,
             )
