@@ -29,11 +29,27 @@ from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
 
 FIELD = Path(__file__).parent.parent / "data" / "field"
-PROFILE_CAPTURES = sorted(
-    path
-    for make in ("aidon", "kaifa", "kamstrup", "iskraemeco", "siemens")
-    for path in (FIELD / make).glob("*.json")
-)
+# The captures this module's layouts were built on; the whole corpus (with each
+# capture's own expectations and the features it needs) runs in tests/field.
+PROFILE_CAPTURES = [
+    FIELD / name
+    for name in (
+        "aidon/amshan-no-list2.json",
+        "aidon/amshan-no-list3.json",
+        "iskraemeco/pocki80-am550-kaernten-netz-plaintext.json",
+        "iskraemeco/pocki80-am550-wiener-netze-plaintext.json",
+        "iskraemeco/shrdzm-am550-carinthia-encrypted.json",
+        "kaifa/amshan-no-list1.json",
+        "kaifa/amshan-no-list2.json",
+        "kaifa/amshan-no-list3.json",
+        "kaifa/amshan-se-list.json",
+        "kamstrup/amshan-no-list1-single-phase-real-sample.json",
+        "kamstrup/amshan-no-list2-single-phase-real-sample.json",
+        "kamstrup/amshan-three-phase-hdlc-real-sample.json",
+        "siemens/shrdzm-im350-carinthia-encrypted.json",
+        "siemens/shrdzm-im350-wels-encrypted.json",
+    )
+]
 
 
 def load(path: Path) -> dict[str, Any]:
