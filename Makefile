@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint bench fuzz format clean venv test-deps dist install
+.PHONY: run test lint bench fuzz format clean venv test-deps dist install docs
 
 $(STAMP): setup.cfg pyproject.toml
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check dlmsd tests twisted bench fuzz
 	$(BIN)/ruff format --check dlmsd tests twisted bench fuzz
 	$(BIN)/mypy --strict dlmsd twisted/plugins/dlmsd_plugin.py
+
+# docs/configuration.md is generated from the config classes (a test checks it is current).
+docs: $(STAMP)
+	$(BIN)/python -m dlmsd.service.configdoc > docs/configuration.md
 
 format: $(STAMP)
 	$(BIN)/ruff format dlmsd tests twisted bench fuzz

@@ -26,6 +26,8 @@ from typing import Any
 
 import attrs
 
+from dlmsd.service.optiondoc import REQUIRED, doc, record
+
 DEFAULT_PORT = 4059
 """IANA port of the DLMS/COSEM wrapper, UDP and TCP."""
 
@@ -67,14 +69,35 @@ class DaemonConfig:
     A push over either is refused as ``oversize``.
     """
 
-    state_dir: Path = DEFAULT_STATE_DIR
-    log_format: str = "text"
+    state_dir: Path = attrs.field(
+        default=DEFAULT_STATE_DIR,
+        metadata=doc(
+            "Directory of the SQLite state, the quarantine and the control socket (created 0700)."
+        ),
+    )
+    log_format: str = attrs.field(
+        default="text", metadata=doc("Log line format: text for humans, json for log collectors.")
+    )
     # Events below `log_level` are dropped; `log_levels` sets it per logger
     # namespace (``"dlmsd.sinks" = "debug"``; a namespace covers its children).
-    log_level: str = "info"
-    log_levels: Mapping[str, str] = attrs.field(factory=dict)
-    max_push_values: int = DEFAULT_MAX_PUSH_VALUES
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    log_level: str = attrs.field(
+        default="info", metadata=doc("Lowest level logged: debug, info, warn or error.")
+    )
+    log_levels: Mapping[str, str] = attrs.field(
+        factory=dict,
+        metadata=doc(
+            'Level per logger namespace, e.g. dlmsd.sinks = "debug" (covers its children).',
+            kind="table of namespace = level",
+        ),
+    )
+    max_push_values: int = attrs.field(
+        default=DEFAULT_MAX_PUSH_VALUES,
+        metadata=doc("Values one push may hold at most; a bigger push is refused as malformed."),
+    )
+    max_record_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        metadata=doc("Size of one record's JSON at most (bytes); a bigger push is refused."),
+    )
 
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -85,14 +108,31 @@ MAX_UDP_RECEIVE_BUFFER = 1024 * 1024 * 1024
 class UdpListenerConfig:
     """``[[listeners.udp]]``: one datagram carries one wrapper frame."""
 
-    name: str
-    address: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    reuse_port: bool = False
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default udp:ADDRESS:PORT).")
+    )
+    address: str = attrs.field(
+        default="0.0.0.0", metadata=doc("Local address to bind (0.0.0.0: all IPv4; :: for IPv6).")
+    )
+    port: int = attrs.field(
+        default=DEFAULT_PORT,
+        metadata=doc("UDP port to bind (4059: the IANA DLMS/COSEM port; 0: any free port)."),
+    )
+    reuse_port: bool = attrs.field(
+        default=False, metadata=doc("Set SO_REUSEPORT so several daemons can share the port.")
+    )
+    max_frame_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE,
+        metadata=doc("Biggest wrapper frame accepted, header included (bytes)."),
+    )
     # SO_RCVBUF in bytes (0: the kernel default): room for bursts while the reactor
     # is busy, so the kernel does not drop them.
-    receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+    receive_buffer: int = attrs.field(
+        default=DEFAULT_UDP_RECEIVE_BUFFER,
+        metadata=doc(
+            "SO_RCVBUF in bytes (0: kernel default): absorbs bursts while the reactor is busy."
+        ),
+    )
 
 
 DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 1_000
@@ -107,14 +147,33 @@ single client from taking every slot of ``max_connections``.
 class TcpListenerConfig:
     """``[[listeners.tcp]]``: a stream of wrapper frames per connection."""
 
-    name: str
-    address: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    idle_timeout: float = 300.0
-    max_connections: int = 10_000
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    reuse_port: bool = False
-    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default tcp:ADDRESS:PORT).")
+    )
+    address: str = attrs.field(
+        default="0.0.0.0", metadata=doc("Local address to bind (0.0.0.0: all IPv4; :: for IPv6).")
+    )
+    port: int = attrs.field(
+        default=DEFAULT_PORT,
+        metadata=doc("TCP port to listen on (4059: the IANA DLMS/COSEM port; 0: any free port)."),
+    )
+    idle_timeout: float = attrs.field(
+        default=300.0, metadata=doc("Seconds without a byte before a connection is closed.")
+    )
+    max_connections: int = attrs.field(
+        default=10_000, metadata=doc("Open connections at most; further ones are closed at once.")
+    )
+    max_frame_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE,
+        metadata=doc("Biggest wrapper frame accepted, header included (bytes)."),
+    )
+    reuse_port: bool = attrs.field(
+        default=False, metadata=doc("Set SO_REUSEPORT so several daemons can share the port.")
+    )
+    max_connections_per_source: int = attrs.field(
+        default=DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        metadata=doc("Open connections one source address may hold (docs/connection-limits.md)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -127,16 +186,34 @@ class HdlcSerialListenerConfig:
     name instead (resolved when the daemon starts).
     """
 
-    name: str
-    device: str
-    baudrate: int = 115_200
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: int = 1
-    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
-    reopen_delay: float = 5.0
-    system_title: bytes | None = None
-    meter: str | None = None
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default hdlc_serial:DEVICE).")
+    )
+    device: str = attrs.field(
+        metadata=doc("Serial device of the meter's HAN/P1 port, e.g. /dev/ttyUSB0.")
+    )
+    baudrate: int = attrs.field(default=115_200, metadata=doc("Serial speed in baud."))
+    bytesize: int = attrs.field(default=8, metadata=doc("Data bits per character."))
+    parity: str = attrs.field(
+        default="N", metadata=doc("Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
+    )
+    stopbits: int = attrs.field(default=1, metadata=doc("Stop bits per character."))
+    max_apdu_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, metadata=doc("Biggest reassembled APDU accepted (bytes).")
+    )
+    reopen_delay: float = attrs.field(
+        default=5.0, metadata=doc("Seconds between attempts to reopen a failed or missing device.")
+    )
+    system_title: bytes | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "System title (16 hex) of the meter on this port, for pushes that carry none."
+        ),
+    )
+    meter: str | None = attrs.field(
+        default=None,
+        metadata=doc("Key store name of the meter on this port (instead of system_title)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -147,15 +224,39 @@ class HdlcTcpListenerConfig:
     meter: `system_title` or `meter` name it, as for ``hdlc_serial``.
     """
 
-    name: str
-    address: str = "0.0.0.0"
-    port: int = 4060
-    idle_timeout: float = 300.0
-    max_connections: int = 10_000
-    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
-    system_title: bytes | None = None
-    meter: str | None = None
-    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default hdlc_tcp:ADDRESS:PORT).")
+    )
+    address: str = attrs.field(
+        default="0.0.0.0", metadata=doc("Local address to bind (0.0.0.0: all IPv4; :: for IPv6).")
+    )
+    port: int = attrs.field(
+        default=4060,
+        metadata=doc("TCP port to listen on for HDLC streams (serial-to-TCP bridges)."),
+    )
+    idle_timeout: float = attrs.field(
+        default=300.0, metadata=doc("Seconds without a byte before a connection is closed.")
+    )
+    max_connections: int = attrs.field(
+        default=10_000, metadata=doc("Open connections at most; further ones are closed at once.")
+    )
+    max_apdu_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, metadata=doc("Biggest reassembled APDU accepted (bytes).")
+    )
+    system_title: bytes | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "System title (16 hex) of the meter behind this port, for pushes that carry none."
+        ),
+    )
+    meter: str | None = attrs.field(
+        default=None,
+        metadata=doc("Key store name of the meter behind this port (instead of system_title)."),
+    )
+    max_connections_per_source: int = attrs.field(
+        default=DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        metadata=doc("Open connections one source address may hold (docs/connection-limits.md)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -191,16 +292,34 @@ class MbusSerialListenerConfig:
     store name) attributes pushes that carry no system title.
     """
 
-    name: str
-    device: str
-    baudrate: int = 2400
-    bytesize: int = 8
-    parity: str = "E"
-    stopbits: int = 1
-    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
-    reopen_delay: float = 5.0
-    system_title: bytes | None = None
-    meter: str | None = None
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default mbus_serial:DEVICE).")
+    )
+    device: str = attrs.field(
+        metadata=doc("Serial device of the M-Bus master or level converter, e.g. /dev/ttyUSB0.")
+    )
+    baudrate: int = attrs.field(default=2400, metadata=doc("Serial speed in baud."))
+    bytesize: int = attrs.field(default=8, metadata=doc("Data bits per character."))
+    parity: str = attrs.field(
+        default="E", metadata=doc("Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
+    )
+    stopbits: int = attrs.field(default=1, metadata=doc("Stop bits per character."))
+    max_apdu_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, metadata=doc("Biggest reassembled APDU accepted (bytes).")
+    )
+    reopen_delay: float = attrs.field(
+        default=5.0, metadata=doc("Seconds between attempts to reopen a failed or missing device.")
+    )
+    system_title: bytes | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "System title (16 hex) of the meter on this line, for pushes that carry none."
+        ),
+    )
+    meter: str | None = attrs.field(
+        default=None,
+        metadata=doc("Key store name of the meter on this line (instead of system_title)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -208,15 +327,39 @@ class MbusTcpListenerConfig:
     """``[[listeners.mbus_tcp]]``: wired M-Bus pushes over TCP (a serial-to-TCP bridge in
     front of one meter's customer interface connects to this port)."""
 
-    name: str
-    address: str = "0.0.0.0"
-    port: int = 4061
-    idle_timeout: float = 300.0
-    max_connections: int = 10_000
-    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
-    system_title: bytes | None = None
-    meter: str | None = None
-    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
+    name: str = attrs.field(
+        metadata=doc("Listener name in logs, metrics and records (default mbus_tcp:ADDRESS:PORT).")
+    )
+    address: str = attrs.field(
+        default="0.0.0.0", metadata=doc("Local address to bind (0.0.0.0: all IPv4; :: for IPv6).")
+    )
+    port: int = attrs.field(
+        default=4061,
+        metadata=doc("TCP port to listen on for M-Bus streams (serial-to-TCP bridges)."),
+    )
+    idle_timeout: float = attrs.field(
+        default=300.0, metadata=doc("Seconds without a byte before a connection is closed.")
+    )
+    max_connections: int = attrs.field(
+        default=10_000, metadata=doc("Open connections at most; further ones are closed at once.")
+    )
+    max_apdu_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, metadata=doc("Biggest reassembled APDU accepted (bytes).")
+    )
+    system_title: bytes | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "System title (16 hex) of the meter behind this port, for pushes that carry none."
+        ),
+    )
+    meter: str | None = attrs.field(
+        default=None,
+        metadata=doc("Key store name of the meter behind this port (instead of system_title)."),
+    )
+    max_connections_per_source: int = attrs.field(
+        default=DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        metadata=doc("Open connections one source address may hold (docs/connection-limits.md)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -228,18 +371,30 @@ class KeysConfig:
     forced with ``dlmsd keys reload --force``; 1.0 turns the check off.
     """
 
-    files: tuple[Path, ...]
-    reload_max_drop: float = 0.5
+    files: tuple[Path, ...] = attrs.field(
+        metadata=doc("Key store files (TOML), merged in order; each must be mode 0600 or tighter.")
+    )
+    reload_max_drop: float = attrs.field(
+        default=0.5,
+        metadata=doc(
+            "Share of meters a SIGHUP reload may drop (0..1; more is refused unless forced)."
+        ),
+    )
 
 
 @attrs.frozen(slots=True)
 class MetricsConfig:
     """``[metrics]``: the Prometheus endpoint; per-meter series only on request."""
 
-    enabled: bool = True
-    address: str = "127.0.0.1"
-    port: int = 9464
-    per_meter: bool = False
+    enabled: bool = attrs.field(default=True, metadata=doc("Serve Prometheus metrics over HTTP."))
+    address: str = attrs.field(
+        default="127.0.0.1", metadata=doc("Address the metrics endpoint binds.")
+    )
+    port: int = attrs.field(default=9464, metadata=doc("Port of the metrics endpoint."))
+    per_meter: bool = attrs.field(
+        default=False,
+        metadata=doc("Add per-meter series (one per system title: mind the cardinality)."),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -251,12 +406,23 @@ class SinkConfig:
     the table sits in the file (``sinks[1]``), for those errors.
     """
 
-    type: str
-    name: str
-    batch_size: int = 500
-    retry_backoff: float = 1.0
-    # The longest wait between retries of a failing sink (the backoff doubles up to it).
-    retry_backoff_max: float = 10.0
+    type: str = attrs.field(
+        metadata=doc("Sink type: jsonl, mqtt, http, or one a dlmsd.sinks entry point provides.")
+    )
+    name: str = attrs.field(
+        metadata=doc("Sink name: its spool queue and its metrics label (default: the type).")
+    )
+    batch_size: int = attrs.field(
+        default=500,
+        metadata=doc("Records claimed from the spool per delivery (default 1000 for mqtt)."),
+    )
+    retry_backoff: float = attrs.field(
+        default=1.0,
+        metadata=doc("Seconds before the first retry of a failed delivery (doubles per failure)."),
+    )
+    retry_backoff_max: float = attrs.field(
+        default=10.0, metadata=doc("Longest wait between retries of a failing sink (seconds).")
+    )
     options: Mapping[str, Any] = attrs.field(factory=dict)
     path: str = "sinks[0]"
 
@@ -281,24 +447,64 @@ class StateConfig:
     (`dlmsd.service.replaywindow`, docs/replay-window.md).
     """
 
-    synchronous: str = "full"
-    commit_batch: int = 500
-    commit_interval: float = 0.002
-    spool_limit: int = 0
-    spool_full: str = "refuse"
-    dsn: str = ""
-    instance: str = ""
-    spool_lease: float = 60.0
-    replay_window: int = 0
+    synchronous: str = attrs.field(
+        default="full",
+        metadata=doc("SQLite synchronous mode: full survives power loss, normal only crashes."),
+    )
+    commit_batch: int = attrs.field(
+        default=500, metadata=doc("Accepted pushes per state commit at most.")
+    )
+    commit_interval: float = attrs.field(
+        default=0.002, metadata=doc("Seconds an accepted push may wait for its batch's commit.")
+    )
+    spool_limit: int = attrs.field(
+        default=0, metadata=doc("Records each sink's queue may hold (0: unbounded).")
+    )
+    spool_full: str = attrs.field(
+        default="refuse",
+        metadata=doc("When a queue is full: refuse new pushes, or drop_oldest queued records."),
+    )
+    dsn: str = attrs.field(
+        default="",
+        metadata=doc(
+            "State database: empty = state.sqlite3 in state_dir; sqlite:///PATH, a path, or postgresql://..."
+        ),
+    )
+    instance: str = attrs.field(
+        default="",
+        metadata=doc(
+            "This daemon's name in metrics and spool leases (default: host name and pid)."
+        ),
+    )
+    spool_lease: float = attrs.field(
+        default=60.0,
+        metadata=doc(
+            "Seconds a claimed batch stays with this daemon before another takes it (PostgreSQL)."
+        ),
+    )
+    replay_window: int = attrs.field(
+        default=0,
+        metadata=doc("Accept a never-seen counter this far below the highest (0: strict)."),
+    )
 
 
 @attrs.frozen(slots=True)
 class QuarantineConfig:
     """``[quarantine]``: raw frames from unknown meters, kept for later decoding."""
 
-    dir: Path | None = None
-    max_bytes: int = 64 * 1024 * 1024
-    log_interval: float = 300.0
+    dir: Path | None = attrs.field(
+        default=None,
+        metadata=doc("Directory of frames from unknown meters (default: STATE_DIR/quarantine)."),
+    )
+    max_bytes: int = attrs.field(
+        default=64 * 1024 * 1024,
+        metadata=doc(
+            "Quarantine file size at most (bytes); then it moves to .1 (twice this on disk)."
+        ),
+    )
+    log_interval: float = attrs.field(
+        default=300.0, metadata=doc("Seconds between log lines about the same unknown meter.")
+    )
 
 
 @attrs.frozen(slots=True)
@@ -692,6 +898,11 @@ class _Table:
             raise ConfigError(f"{self.key(key)}: required key missing")
         return default
 
+    def _read(self, key: str, default: Any, expected: str) -> Any:
+        """The value of `key` (or `default`), recorded for the configuration reference."""
+        record(self.key(key), expected, REQUIRED if default is _REQUIRED else default)
+        return self._value(key, default)
+
     def _wrong(self, key: str, expected: str, value: object) -> ConfigError:
         return ConfigError(f"{self.key(key)}: expected {expected}, got {_show(value)}")
 
@@ -710,20 +921,21 @@ class _Table:
         ]
 
     def string(self, key: str, default: Any = _REQUIRED) -> str:
-        value = self._value(key, default)
+        value = self._read(key, default, "a non-empty string")
         if not isinstance(value, str) or not value:
             raise self._wrong(key, "a non-empty string", value)
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> str:
-        value = self._value(key, default)
+        expected = "one of " + ", ".join(repr(c) for c in choices)
+        value = self._read(key, default, expected)
         if value not in choices:
-            raise self._wrong(key, "one of " + ", ".join(repr(c) for c in choices), value)
+            raise self._wrong(key, expected, value)
         assert isinstance(value, str)
         return value
 
     def integer(self, key: str, default: Any, minimum: int, maximum: int) -> int:
-        value = self._value(key, default)
+        value = self._read(key, default, f"an integer {minimum}..{maximum}")
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._wrong(key, f"an integer {minimum}..{maximum}", value)
         if not minimum <= value <= maximum:
@@ -736,10 +948,10 @@ class _Table:
     def number(
         self, key: str, default: Any, minimum: float = 0.0, maximum: float = math.inf
     ) -> float:
-        value = self._value(key, default)
         expected = (
             f"a number >= {minimum}" if maximum == math.inf else f"a number {minimum}..{maximum}"
         )
+        value = self._read(key, default, expected)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self._wrong(key, expected, value)
         if math.isnan(value) or not minimum <= value <= maximum:
@@ -747,13 +959,13 @@ class _Table:
         return float(value)
 
     def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
-        value = self._value(key, default)
+        value = self._read(key, default, "true or false")
         if not isinstance(value, bool):
             raise self._wrong(key, "true or false", value)
         return value
 
     def path(self, key: str, default: Any = _REQUIRED) -> Path:
-        value = self._value(key, default)
+        value = self._read(key, default, "a path")
         if isinstance(value, Path):  # a default
             return value.absolute()
         if not isinstance(value, str) or not value:
@@ -764,7 +976,7 @@ class _Table:
         return self.path(key) if key in self._raw else None
 
     def system_title(self, key: str) -> bytes | None:
-        value = self._value(key, None)
+        value = self._read(key, None, "a system title of 16 hex characters")
         if value is None:
             return None
         if not isinstance(value, str) or not _TITLE_HEX.fullmatch(value):
@@ -772,7 +984,7 @@ class _Table:
         return bytes.fromhex(value)
 
     def paths(self, key: str) -> tuple[Path, ...]:
-        value = self._value(key, _REQUIRED)
+        value = self._read(key, _REQUIRED, "an array of paths")
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise self._wrong(key, "an array of paths (strings)", value)
         return tuple(Path(item).absolute() for item in value)

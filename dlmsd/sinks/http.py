@@ -65,7 +65,14 @@ from dlmsd import __version__
 from dlmsd.service.quarantine import LogRateLimiter
 from dlmsd.service.state import SpoolRecord, encode_record
 from dlmsd.sinks.base import SinkConfigError
-from dlmsd.sinks.options import Backoff, OptionReader, Secret, SecretError, secret_option
+from dlmsd.sinks.options import (
+    Backoff,
+    OptionReader,
+    Secret,
+    SecretError,
+    check_secrets,
+    secret_option,
+)
 from dlmsd.sinks.spool import SinkHealth
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -92,6 +99,25 @@ class HttpSettings:
     username: str | None = None
     password: Secret | None = attrs.field(default=None, repr=False)
     ca_file: Path | None = None
+
+
+OPTION_DOCS = {
+    "url": "Where batches are POSTed as a JSON array (http:// or https://, no credentials).",
+    "dead_letter": "JSONL file batches the endpoint refused (4xx) are written to.",
+    "max_batch": "Records per POST at most.",
+    "linger": "Seconds after the previous POST began before a short batch is POSTed.",
+    "timeout": "Seconds a POST may take before it counts as failed.",
+    "attempts": "POSTs of a batch (with backoff) before the delivery fails and the pump retries.",
+    "retry_min": "Seconds before the first retry of a failed POST (doubles per failure).",
+    "retry_max": "Longest wait between retries of a POST (seconds).",
+    "bearer_token_file": "File holding a bearer token (first line; mode 0600, checked at start).",
+    "bearer_token_env": "Environment variable holding a bearer token (checked at start).",
+    "username": "User name for basic auth (needs password_file or password_env).",
+    "password_file": "File holding the basic auth password (mode 0600, checked at start).",
+    "password_env": "Environment variable holding the basic auth password.",
+    "ca_file": "CA bundle to verify the endpoint against (https only; default: system store).",
+}
+"""One line of doc per option, for docs/configuration.md (`dlmsd.service.configdoc`)."""
 
 
 def parse_http_settings(options: Mapping[str, Any]) -> HttpSettings:
@@ -392,7 +418,9 @@ def http_sink_factory(name: str, options: Mapping[str, Any]) -> HttpSink:
     linger, timeout, attempts, retry_min, retry_max, bearer_token_file /
     bearer_token_env, username with password_file / password_env, ca_file.
     """
-    return HttpSink(name, parse_http_settings(options))
+    settings = parse_http_settings(options)
+    check_secrets({"bearer_token": settings.bearer_token, "password": settings.password})
+    return HttpSink(name, settings)
 
 
 __all__ = [

@@ -3,6 +3,10 @@
 Rotation renames the current file to ``<path>.YYYYMMDD-HHMMSS-N`` (UTC time of
 the rotation, N making the name unique) when the next line would take it past
 `rotate_bytes`, or when the UTC day changed since the file was started.
+Retention, checked at start and after each rotation: `keep_files` keeps the
+newest N rotated files, `keep_days` deletes rotated files last written more
+than N days ago (0: keep, the default for both). The current file is never
+deleted.
 
 fsync policy: ``always`` after every line, ``batch`` once per delivered batch
 (the default: the pump deletes a batch from the spool only after this), ``never``
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,12 +29,27 @@ from typing import Any, Literal
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from dlmsd.service.state import SpoolRecord, encode_record
-from dlmsd.sinks.base import SinkConfigError
+from dlmsd.sinks.options import OptionReader
 
 FsyncPolicy = Literal["always", "batch", "never"]
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "batch", "never")
+
+
+_ROTATED = re.compile(r"(\d{8}-\d{6})-(\d+)")
+_log = Logger(namespace="dlmsd.sinks.jsonl")
+
+OPTION_DOCS = {
+    "path": "File the records are appended to, one JSON object per line.",
+    "rotate_bytes": "Rotate when the next line would pass this size (bytes; 0: no size limit).",
+    "rotate_daily": "Rotate when the UTC day changes.",
+    "fsync": "always: after every line; batch: per delivered batch; never: left to the OS.",
+    "keep_files": "Rotated files to keep, newest first (0: keep all).",
+    "keep_days": "Delete rotated files last written more than this many days ago (0: keep).",
+}
+"""One line of doc per option, for docs/configuration.md (`dlmsd.service.configdoc`)."""
 
 
 def _utc_day(timestamp: float) -> int:
@@ -48,6 +68,8 @@ class JsonlSink:
         *,
         name: str = "jsonl",
         clock: Callable[[], float] = time.time,
+        keep_files: int = 0,
+        keep_days: float = 0,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
@@ -56,11 +78,14 @@ class JsonlSink:
         self.rotate_bytes = rotate_bytes or None
         self.rotate_daily = rotate_daily
         self.fsync = fsync
+        self.keep_files = keep_files
+        self.keep_days = keep_days
         self.written = 0
         self._rotations = 0  # tells a failed batch whether it may truncate the file
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._open()
+        self.prune()
 
     def _open(self) -> None:
         # a+b: appends, and lets _open read the last byte back.
@@ -182,6 +207,51 @@ class JsonlSink:
             _fsync_dir(self.path.parent)
         self._open()
         self._day = _utc_day(self._clock())
+        self.prune()
+
+    def rotated_files(self) -> list[Path]:
+        """The rotated files of this sink, oldest first."""
+        found = []
+        for candidate in self.path.parent.glob(f"{self.path.name}.*"):
+            match = _ROTATED.fullmatch(candidate.name[len(self.path.name) + 1 :])
+            if match:
+                found.append(((match.group(1), int(match.group(2))), candidate))
+        return [candidate for _, candidate in sorted(found)]
+
+    def prune(self) -> list[Path]:
+        """Delete rotated files beyond `keep_files` or older than `keep_days`; returns them."""
+        rotated = self.rotated_files()
+        doomed: list[Path] = []
+        if self.keep_files:
+            doomed.extend(rotated[: max(0, len(rotated) - self.keep_files)])
+        if self.keep_days:
+            cutoff = self._clock() - self.keep_days * 86400
+            for candidate in rotated:
+                with contextlib.suppress(OSError):
+                    if candidate not in doomed and candidate.stat().st_mtime < cutoff:
+                        doomed.append(candidate)
+        removed = []
+        for candidate in doomed:
+            try:
+                candidate.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                _log.warn(
+                    "jsonl sink {name}: cannot delete {file}: {error}",
+                    name=self.name,
+                    file=str(candidate),
+                    error=error.strerror or str(error),
+                )
+                continue
+            removed.append(candidate)
+        if removed:
+            _log.info(
+                "jsonl sink {name}: deleted {count} rotated file(s) past retention",
+                name=self.name,
+                count=len(removed),
+            )
+        return removed
 
     def close(self) -> Deferred[None]:
         """Flush, fsync (unless the policy is ``never``) and close the file."""
@@ -204,24 +274,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def parse_jsonl_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a ``[[sinks]]`` table of type ``jsonl``: `JsonlSink` keyword arguments."""
+    read = OptionReader(options)
+    settings = {
+        "path": Path(read.string("path")),
+        "rotate_bytes": read.integer("rotate_bytes", 0, 0, 1 << 50),
+        "rotate_daily": read.boolean("rotate_daily", False),
+        "fsync": read.choice("fsync", FSYNC_POLICIES, "batch"),
+        "keep_files": read.integer("keep_files", 0, 0, 1_000_000),
+        "keep_days": read.number("keep_days", 0, 0, 100_000),
+    }
+    read.finish()
+    return settings
+
+
 def jsonl_sink_factory(name: str, options: Mapping[str, Any]) -> JsonlSink:
-    """Build a JsonlSink from a config table: path, rotate_bytes, rotate_daily, fsync."""
-    allowed = {"path", "rotate_bytes", "rotate_daily", "fsync"}
-    for key in options:
-        if key not in allowed:
-            raise SinkConfigError(key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    path = options.get("path")
-    if not isinstance(path, str | Path) or not str(path):
-        raise SinkConfigError("path", "expected a file path")
-    rotate_bytes = options.get("rotate_bytes")
-    if rotate_bytes is not None and (
-        not isinstance(rotate_bytes, int) or isinstance(rotate_bytes, bool) or rotate_bytes < 0
-    ):
-        raise SinkConfigError("rotate_bytes", "expected a non-negative integer (0: no limit)")
-    rotate_daily = options.get("rotate_daily", False)
-    if not isinstance(rotate_daily, bool):
-        raise SinkConfigError("rotate_daily", "expected true or false")
-    fsync = options.get("fsync", "batch")
-    if fsync not in FSYNC_POLICIES:
-        raise SinkConfigError("fsync", f"expected one of {', '.join(FSYNC_POLICIES)}")
-    return JsonlSink(Path(path), rotate_bytes, rotate_daily, fsync, name=name)
+    """Build a JsonlSink from its config table (keys: `OPTION_DOCS`)."""
+    return JsonlSink(name=name, **parse_jsonl_settings(options))

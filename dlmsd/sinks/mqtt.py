@@ -96,7 +96,7 @@ from dlmsd.sinks.mqtt_messages import (
     split_packets,
     subscribe_packet,
 )
-from dlmsd.sinks.options import Backoff, SecretError
+from dlmsd.sinks.options import Backoff, SecretError, check_secrets
 from dlmsd.sinks.spool import SinkHealth
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -900,7 +900,14 @@ def mqtt_sink_factory(name: str, options: Mapping[str, Any]) -> MqttSink:
     MQTT 3.1.1, mosquitto's default cap), homeassistant, discovery_prefix, obis_retain,
     availability_topic, expire_after_pushes (docs/homeassistant.md).
     """
-    return MqttSink(name, parse_mqtt_settings(name, options))
+    settings = parse_mqtt_settings(name, options)
+    check_secrets(
+        {
+            "password": settings.password,
+            "key_password": settings.tls.key_password if settings.tls else None,
+        }
+    )
+    return MqttSink(name, settings)
 
 
 __all__ = [

@@ -167,6 +167,40 @@ def _default_window(protocol: str, qos: int) -> int:
     return _QOS2_V311_WINDOW if qos == 2 and protocol == "3.1.1" else 1000
 
 
+OPTION_DOCS = {
+    "host": "Broker host name or address.",
+    "port": "Broker port (default 1883; 8883 with tls).",
+    "protocol": "MQTT protocol version: 3.1.1 or 5.",
+    "client_id": "Client id (unique per sink: a broker drops the older of two same-id sessions).",
+    "clean_session": "Start a fresh session (false: the broker keeps queued QoS messages).",
+    "session_expiry": "MQTT 5: seconds the broker keeps the session after a disconnect.",
+    "keepalive": "Seconds between keep-alive pings.",
+    "topic": "Topic template of whole pushes (fields: see the mqtt sink docs).",
+    "obis_topic": "Topic template of single readings (obis/both mode; adds {obis}, {obis_slug}).",
+    "mode": "push: one message per push; obis: one per reading; both.",
+    "retain": "Publish with the retain flag.",
+    "qos": "QoS of the publishes: 1 (at least once) or 2 (exactly once to the broker).",
+    "username": "User name for the broker (needs password_file or password_env).",
+    "password_file": "File holding the broker password (first line; mode 0600, checked at start).",
+    "password_env": "Environment variable holding the broker password (checked at start).",
+    "tls": "Connect over TLS, verifying the broker's certificate and host name.",
+    "ca_file": "CA bundle to verify the broker against (default: the system store).",
+    "cert_file": "Client certificate (PEM) for TLS client authentication.",
+    "key_file": "Private key of cert_file, if not in the same file.",
+    "key_password_file": "File holding the password of key_file (mode 0600, checked at start).",
+    "key_password_env": "Environment variable holding the password of key_file.",
+    "connect_timeout": "Seconds to wait for the TCP/TLS connection and the CONNACK.",
+    "connect_wait": "Seconds a delivery waits for a connection before it fails and retries.",
+    "ack_timeout": "Seconds to wait for the acknowledgements of a batch before reconnecting.",
+    "reconnect_min": "Seconds before the first reconnect attempt (doubles per failure).",
+    "reconnect_max": "Longest wait between reconnect attempts (seconds).",
+    "max_inflight": "Unacknowledged publishes at most (1000; 20 for QoS 2 over MQTT 3.1.1).",
+    "homeassistant": "Publish Home Assistant discovery configs (needs mode obis or both).",
+    "discovery_prefix": "Home Assistant discovery topic prefix.",
+}
+"""One line of doc per option, for docs/configuration.md (`dlmsd.service.configdoc`)."""
+
+
 def parse_mqtt_settings(name: str, options: Mapping[str, Any]) -> MqttSettings:
     """Validate an ``[[sinks]]`` table of type ``mqtt``; raises SinkConfigError."""
     read = OptionReader(options)

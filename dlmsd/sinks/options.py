@@ -3,11 +3,13 @@
 `OptionReader` checks a sink's config table key by key and raises
 `SinkConfigError` naming the key, like the daemon's own config does.
 
-A secret is read when it is used (each connect or request), not when the
-config is loaded: a missing file or variable is then a sink error the daemon
-reports and retries, while it keeps receiving and spooling; a rotated file is
-picked up at the next connect. The value never appears in a repr, a log line
-or an error message: errors name the file or the variable only.
+A secret is read when it is used (each connect or request), so a rotated file
+is picked up at the next connect. The sink factories also `check` each secret
+once when the daemon starts, like key files: a file that is missing,
+unreadable, empty, not regular or open to group/others (or an unset variable)
+stops the start with one line, instead of a sink that retries forever. The
+value never appears in a repr, a log line or an error message: errors name the
+file or the variable only.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import math
 import os
 import random
+import stat
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from dlmsd.service.optiondoc import REQUIRED, record
 from dlmsd.sinks.base import SinkConfigError
 
 
@@ -54,6 +58,26 @@ class Secret:
             return value
         raise SecretError("no secret source configured")
 
+    def check(self) -> None:
+        """At start: the file is regular, private (no group/other access) and readable, or
+        the variable is set. Raises SecretError naming the source, never the value."""
+        if self.file is not None:
+            try:
+                with open(self.file, "rb") as handle:
+                    info = os.fstat(handle.fileno())
+                    if not stat.S_ISREG(info.st_mode):
+                        raise SecretError(f"secret file {self.file} is not a regular file")
+                    mode = stat.S_IMODE(info.st_mode)
+                    if mode & 0o077:
+                        raise SecretError(
+                            f"secret file {self.file} mode is {mode:04o}: group or others"
+                            f" have access; run chmod 600 {self.file}"
+                        )
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise SecretError(f"cannot read secret file {self.file}: {reason}") from None
+        self.read()
+
     @property
     def source(self) -> str:
         """Where the secret is read from, for messages."""
@@ -70,6 +94,8 @@ def secret_option(options: Mapping[str, Any], prefix: str) -> Secret | None:
         raise SinkConfigError(
             prefix, f"secrets are not written in the config: use {prefix}_file or {prefix}_env"
         )
+    record(f"{prefix}_file", "a path (file mode 0600 or tighter)", None)
+    record(f"{prefix}_env", "an environment variable name", None)
     file = options.get(f"{prefix}_file")
     env = options.get(f"{prefix}_env")
     if file is not None and env is not None:
@@ -83,6 +109,19 @@ def secret_option(options: Mapping[str, Any], prefix: str) -> Secret | None:
             raise SinkConfigError(f"{prefix}_env", "expected an environment variable name")
         return Secret(env=env)
     return None
+
+
+def check_secrets(secrets: Mapping[str, Secret | None]) -> None:
+    """`Secret.check` each configured secret (keyed by option prefix, e.g. ``password``);
+    raises SinkConfigError naming ``<prefix>_file`` or ``<prefix>_env``."""
+    for prefix, secret in secrets.items():
+        if secret is None:
+            continue
+        key = f"{prefix}_file" if secret.file is not None else f"{prefix}_env"
+        try:
+            secret.check()
+        except SecretError as error:
+            raise SinkConfigError(key, str(error)) from None
 
 
 class Backoff:
@@ -119,7 +158,8 @@ class OptionReader:
         self._options = options
         self._read: set[str] = set()
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: str, default: Any, expected: str) -> Any:
+        record(key, expected, REQUIRED if default is _MISSING else default)
         self._read.add(key)
         if key in self._options:
             return self._options[key]
@@ -132,28 +172,30 @@ class OptionReader:
         self._read.update(keys)
 
     def string(self, key: str, default: Any = _MISSING) -> str:
-        value = self._get(key, default)
+        value = self._get(key, default, "a non-empty string")
         if not isinstance(value, str) or not value:
             raise SinkConfigError(key, "expected a non-empty string")
         return value
 
     def optional_string(self, key: str) -> str | None:
-        return None if self._get(key, None) is None else self.string(key)
+        if self._get(key, None, "a non-empty string") is None:
+            return None
+        return self.string(key)
 
     def choice(self, key: str, choices: Collection[str], default: Any = _MISSING) -> str:
-        value = self._get(key, default)
+        value = self._get(key, default, "one of " + ", ".join(map(repr, choices)))
         if value not in choices:
             raise SinkConfigError(key, "expected one of " + ", ".join(map(repr, choices)))
         return str(value)
 
     def boolean(self, key: str, default: Any = _MISSING) -> bool:
-        value = self._get(key, default)
+        value = self._get(key, default, "true or false")
         if not isinstance(value, bool):
             raise SinkConfigError(key, "expected true or false")
         return bool(value)
 
     def integer(self, key: str, default: Any, minimum: int, maximum: int) -> int:
-        value = self._get(key, default)
+        value = self._get(key, default, f"an integer {minimum}..{maximum}")
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
@@ -163,7 +205,7 @@ class OptionReader:
         return value
 
     def number(self, key: str, default: Any, minimum: float, maximum: float = math.inf) -> float:
-        value = self._get(key, default)
+        value = self._get(key, default, f"a number {minimum}..{maximum}")
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -174,7 +216,7 @@ class OptionReader:
         return float(value)
 
     def path(self, key: str) -> Path | None:
-        value = self._get(key, None)
+        value = self._get(key, None, "a path")
         if value is None:
             return None
         if not isinstance(value, str) or not value:

@@ -280,3 +280,53 @@ def test_register_third_party_sink(tmp_path: Path) -> None:
     sink = create_sink("test-third-party", "tp", {})
     assert sink.name == "tp"
     settled(sink.close())
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+def rotated_files(directory: Path) -> list[Path]:
+    return sorted(
+        (p for p in directory.iterdir() if ROTATED.fullmatch(p.name)), key=rotation_order
+    )
+
+
+def test_keep_files_keeps_the_newest_rotated_files(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    sink = JsonlSink(tmp_path / "readings.jsonl", rotate_bytes=250, clock=clock, keep_files=2)
+    for batch in range(10):
+        settled(sink.deliver([record(batch * 5 + n) for n in range(5)]))
+        clock.now += 1
+    settled(sink.close())
+    kept = rotated_files(tmp_path)
+    assert len(kept) == 2
+    # The newest two rotations and the current file hold the last records, in order.
+    counters = [line["invocation_counter"] for line in all_lines(tmp_path)]
+    assert counters == sorted(counters) and counters[-1] == 49
+    assert (tmp_path / "readings.jsonl").exists()
+
+
+def test_keep_days_deletes_old_rotated_files_at_start_and_rotation(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    old = tmp_path / "readings.jsonl.20231101-000000-0"
+    recent = tmp_path / "readings.jsonl.20231113-000000-0"
+    other = tmp_path / "readings.jsonl.backup"  # not a rotation: never touched
+    for path, age_days in ((old, 13), (recent, 1), (other, 100)):
+        path.write_text('{"x":1}\n')
+        os.utime(path, (now - age_days * DAY, now - age_days * DAY))
+    sink = JsonlSink(tmp_path / "readings.jsonl", clock=FakeClock(now), keep_days=7)
+    assert not old.exists() and recent.exists() and other.exists()
+    settled(sink.close())
+
+
+def test_retention_options_from_the_config_table(tmp_path: Path) -> None:
+    sink = create_sink(
+        "jsonl", "main", {"path": str(tmp_path / "r.jsonl"), "keep_files": 3, "keep_days": 1.5}
+    )
+    assert isinstance(sink, JsonlSink)
+    assert (sink.keep_files, sink.keep_days) == (3, 1.5)
+    settled(sink.close())
+    for bad in ({"keep_files": -1}, {"keep_days": "week"}):
+        with pytest.raises(SinkConfigError) as caught:
+            create_sink("jsonl", "main", {"path": str(tmp_path / "r.jsonl"), **bad})
+        assert caught.value.key == next(iter(bad))
