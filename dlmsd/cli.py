@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register(sub, "dlmsd.service.simulator")
     _register(sub, "dlmsd.service.state_cli")
     _register(sub, "dlmsd.service.run_cli")
+    _register(sub, "dlmsd.service.lifecycle_cli")
     _register(sub, "dlmsd.client.cli")
     _register(sub, "dlmsd.client.cli_write")
     _register(sub, "dlmsd.client.emulator")

@@ -160,12 +160,18 @@ class Ingest:
         return self.handle(apdu, source, transport, None)
 
     def handle(
-        self, apdu: bytes, source: str, transport: str, system_title: bytes | None
+        self,
+        apdu: bytes,
+        source: str,
+        transport: str,
+        system_title: bytes | None,
+        received_at: float | None = None,
     ) -> Outcome:
         """As `handle_apdu`; `system_title` names the sender when the transport knows it
-        (a serial HAN port serves one meter) and the APDU carries none."""
+        (a serial HAN port serves one meter) and the APDU carries none. `received_at`
+        (a quarantine replay) is when the frame arrived, if not now."""
         try:
-            return self._handle(apdu, source, transport, system_title)
+            return self._handle(apdu, source, transport, system_title, received_at)
         except Exception:
             self.log.failure(
                 "internal error on a frame from {source} ({transport}); still serving",
@@ -176,7 +182,12 @@ class Ingest:
             return _REJECTED[RejectReason.INTERNAL_ERROR]
 
     def _handle(
-        self, apdu: bytes, source: str, transport: str, known_title: bytes | None
+        self,
+        apdu: bytes,
+        source: str,
+        transport: str,
+        known_title: bytes | None,
+        received_at: float | None = None,
     ) -> Outcome:
         started = time.perf_counter()
         try:
@@ -223,7 +234,7 @@ class Ingest:
             return self.reject(RejectReason.AUTH_FAILED, source, transport, str(error), entry)
         except DlmsError as error:
             return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
-        now = self._clock()
+        now = self._clock() if received_at is None else received_at
         # The record goes straight to JSON text (the same text `encode_record` makes of
         # the decoded push's `to_record()` plus these fields): no dicts built per push,
         # and for a layout seen before not even the typed tree (dlmsd.cosem.shapes).

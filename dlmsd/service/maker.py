@@ -32,6 +32,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
+from dlmsd.service import lifecycle
 from dlmsd.service.config import (
     Config,
     ConfigError,
@@ -43,6 +44,7 @@ from dlmsd.service.config import (
     load_config,
     sink_error_path,
 )
+from dlmsd.service.control import ControlServer, socket_path
 from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.health import Health, health_resources
@@ -179,6 +181,10 @@ class DaemonService(MultiService):
         self._reactor = reactor
         self._handle_signals = handle_signals
         self._previous_hup: Any = None
+        # Operator commands (dlmsd state reset-counter, dlmsd quarantine replay).
+        self.control = ControlServer(
+            socket_path(config.daemon.state_dir), lifecycle.handlers(self), reactor
+        )
         self.health: Health | None = None  # /readyz's checks, when metrics are served
         daemon = config.daemon
         self.log_observer = daemon_observer(daemon.log_format, daemon.log_level, daemon.log_levels)
@@ -208,6 +214,7 @@ class DaemonService(MultiService):
         self.state.start(self._reactor)
         for child in self:
             child.startService()
+        self.control.startService()
         if self._handle_signals:
             # The daemon owns the process (twistd), so process-wide settings are ours.
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
@@ -232,6 +239,7 @@ class DaemonService(MultiService):
             self._previous_hup = None
             gc.unfreeze()
         self.log.info("dlmsd stopping: closing listeners, flushing, draining sinks")
+        await defer.maybeDeferred(self.control.stopService)
         # Each step runs even if the one before failed: a listener that will not
         # close must not keep accepted pushes from their commit.
         await _stop_all(self.listeners, "listener")
@@ -283,6 +291,7 @@ class DaemonService(MultiService):
             self.log.warn("key store reloaded (forced): {count} meters", count=count)
         else:
             self.log.info("key store reloaded: {count} meters", count=count)
+        lifecycle.replay_after_reload(self)  # frames of meters whose keys just arrived
         return True
 
     def _keystore_loaded(self) -> None:

@@ -30,6 +30,13 @@ committed: its pushes are then delivered but were not counted as accepted,
 and a retransmission is refused as a replay. Nothing accepted is ever lost,
 and nothing is accepted without the check.
 
+Counter resets (`dlmsd state reset-counter`, a meter whose counter restarted
+legitimately): `reset_counter` deletes the counter row and adds a row to
+``dlmsd_counter_resets`` (who, when, the old counter) in one transaction.
+Every daemon polls that table with its spool gauges (`refresh_interval`) and
+drops the meter's cached counter, so a reset reaches all daemons sharing the
+database within about a second, with an audit trail.
+
 Schema versions live in ``dlmsd_schema_version``; `migrate` applies what is
 missing under an advisory lock (two daemons starting together migrate once)
 and refuses a database newer than this dlmsd.
@@ -66,7 +73,7 @@ try:
 except ImportError:  # pragma: no cover - the SQLite backend needs no psycopg
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -90,6 +97,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # The anti-replay bitmap below the counter (dlmsd.service.replaywindow); NULL
     # when a strict daemon advanced the counter: everything below it counts as seen.
     2: ("ALTER TABLE dlmsd_counters ADD COLUMN replay_window bytea",),
+    3: (
+        "CREATE TABLE dlmsd_counter_resets ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " system_title bytea NOT NULL,"
+        " previous_counter bigint,"
+        " requested_by text NOT NULL DEFAULT '',"
+        " reset_at timestamptz NOT NULL DEFAULT now()"
+        ")",
+    ),
 }
 
 _VERSION_TABLE = (
@@ -279,6 +295,28 @@ def migrate(conn: Any) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+def reset_counter(
+    conn: Any, system_title: bytes, requested_by: str = ""
+) -> tuple[int, int | None]:
+    """Drop a meter's counter and log the reset in ``dlmsd_counter_resets``, in one
+    transaction; returns (the reset's id, the counter dropped or None). Blocking."""
+    with conn.transaction():
+        row = conn.execute(
+            "DELETE FROM dlmsd_counters WHERE system_title = %s RETURNING invocation_counter",
+            (system_title,),
+        ).fetchone()
+        previous = int(row[0]) if row else None
+        reset_id = conn.execute(
+            "INSERT INTO dlmsd_counter_resets (system_title, previous_counter, requested_by)"
+            " VALUES (%s, %s, %s) RETURNING id",
+            (system_title, previous, requested_by),
+        ).fetchone()[0]
+    return int(reset_id), previous
+
+
+_RESETS = "SELECT id, system_title FROM dlmsd_counter_resets WHERE id > %s ORDER BY id"
+
+
 class _Connections:
     """One psycopg connection per pool thread, all dropped together after a failure.
 
@@ -396,6 +434,9 @@ class PgStateBackend:
         self._timer: Any = None
         self._refreshing = False
         self._closed = False
+        # dlmsd_counter_resets: the newest row polled, and the rows applied since.
+        self._last_reset = 0
+        self._applied_resets: set[int] = set()
 
     @classmethod
     def open(
@@ -424,6 +465,9 @@ class PgStateBackend:
                 counters[bytes(title)] = int(counter)
                 windows[bytes(title)] = None if stored is None else bytes(stored)
             depths = conn.execute(_DEPTHS).fetchall()
+            last_reset = int(
+                conn.execute("SELECT coalesce(max(id), 0) FROM dlmsd_counter_resets").fetchone()[0]
+            )
         except psycopg.OperationalError as error:
             raise StateUnavailable(f"{redact_dsn(dsn)}: {_first_line(error)}") from None
         except psycopg.Error as error:
@@ -444,6 +488,7 @@ class PgStateBackend:
             **options,
         )
         backend._apply_depths(depths)
+        backend._last_reset = last_reset
         return backend
 
     # --- background work ------------------------------------------------------
@@ -476,10 +521,52 @@ class PgStateBackend:
         self.refresh().addErrback(lambda _: None).addBoth(done)
 
     def refresh(self) -> Deferred[None]:
-        """Re-read the spool depths; marks the database available again on success."""
-        d = self._run(lambda conn: conn.execute(_DEPTHS).fetchall())
-        d.addCallback(self._apply_depths)
-        return d
+        """Re-read the spool depths and apply new counter resets; marks the database
+        available again on success."""
+        since = self._last_reset
+
+        def read(conn: Any) -> tuple[list[Any], list[Any]]:
+            return conn.execute(_DEPTHS).fetchall(), conn.execute(_RESETS, (since,)).fetchall()
+
+        d = self._run(read)
+
+        def apply(result: tuple[list[Any], list[Any]]) -> None:
+            depths, resets = result
+            self._apply_depths(depths)
+            for reset_id, title in resets:
+                self._forget(bytes(title), int(reset_id))
+            if resets:
+                self._last_reset = max(self._last_reset, int(resets[-1][0]))
+                self._applied_resets = {i for i in self._applied_resets if i > self._last_reset}
+
+        return d.addCallback(apply)
+
+    def _forget(self, title: bytes, reset_id: int) -> None:
+        if reset_id <= self._last_reset or reset_id in self._applied_resets:
+            return
+        self._applied_resets.add(reset_id)
+        previous = self.last_counter(title)
+        self._committed.pop(title, None)
+        self._pending.pop(title, None)
+        self._seen.pop(title, None)
+        self.log.info(
+            "invocation counter of {meter} reset (was {previous}): its next push is accepted"
+            " whatever its counter",
+            meter=title.hex().upper(),
+            previous=previous,
+        )
+
+    def reset_counter(self, system_title: bytes, requested_by: str = "") -> Deferred[int | None]:
+        """`reset_counter` off the reactor; this daemon forgets the counter at once,
+        the others at their next refresh."""
+        d = self._run(lambda conn: reset_counter(conn, system_title, requested_by))
+
+        def applied(result: tuple[int, int | None]) -> int | None:
+            reset_id, previous = result
+            self._forget(system_title, reset_id)
+            return previous
+
+        return d.addCallback(applied)
 
     def _apply_depths(self, rows: list[tuple[str, int, float | None]]) -> None:
         depths = dict.fromkeys(self.sinks, 0)

@@ -1,8 +1,12 @@
 """Quarantine for pushes from meters the key store does not know.
 
 Their frames cannot be verified or decoded yet, but they may be wanted once the
-keys arrive: each is kept as one JSON line (``dlmsd decode`` can replay the
-``frame_hex``) in a file bounded in size. Logging is rate limited per system
+keys arrive: each is kept as one JSON line (``received_at`` ISO-8601 UTC like
+records; files of older versions hold epoch seconds, still read) in a file
+bounded in size. `dlmsd quarantine replay` feeds them through the running
+daemon's ingest once their keys are in the key store (`replace` then keeps
+only what is still waiting); ``dlmsd decode --quarantine`` decodes them
+offline. Logging is rate limited per system
 title, with bounded memory, since a misconfigured fleet (or an attacker) can
 send from 100,000 unknown titles.
 """
@@ -12,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
@@ -20,6 +25,7 @@ import attrs
 from dlmsd.protocol.push import RECORD_SCHEMA_VERSION
 
 QUARANTINE_FILE = "quarantine.jsonl"
+_MAX_TITLES = 100_000
 
 
 @attrs.frozen(slots=True)
@@ -100,6 +106,10 @@ class Quarantine:
         self.max_bytes = max_bytes
         self.limiter = LogRateLimiter(log_interval, max_tracked_titles)
         self.added = 0
+        # Titles quarantined since start (bounded): a key reload that makes one of
+        # them known replays the quarantine at once (`dlmsd.service.lifecycle`).
+        self.titles: set[bytes] = set()
+        self.titles_overflow = False
         directory.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the daemon's life
         self._size = self._file.tell()
@@ -115,21 +125,12 @@ class Quarantine:
         """Keep one frame; raises OSError if the file cannot be written."""
         if not self.max_bytes:
             return
-        line = (
-            json.dumps(
-                {
-                    "schema_version": RECORD_SCHEMA_VERSION,
-                    "kind": "quarantine",
-                    "received_at": received_at,
-                    "system_title": system_title.hex().upper() if system_title else None,
-                    "source": source,
-                    "transport": transport,
-                    "frame_hex": frame_bytes.hex().upper(),
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-        ).encode("utf-8")
+        if system_title is not None and system_title not in self.titles:
+            if len(self.titles) < _MAX_TITLES:
+                self.titles.add(system_title)
+            else:
+                self.titles_overflow = True
+        line = _line(QuarantinedFrame(received_at, system_title, source, transport, frame_bytes))
         if self._size and self._size + len(line) > self.max_bytes:
             self._rotate()
         self._file.write(line)
@@ -147,10 +148,70 @@ class Quarantine:
         self._file = open(self.path, "ab")  # noqa: SIM115
         self._size = 0
 
+    def frames(self) -> list[QuarantinedFrame]:
+        """Every frame kept, oldest first (the rotated file, then the current one)."""
+        self._file.flush()
+        found: list[QuarantinedFrame] = []
+        for path in (self.path.with_name(QUARANTINE_FILE + ".1"), self.path):
+            if path.exists():
+                found.extend(read_quarantine(path))
+        return found
+
+    def replace(self, frames: Iterable[QuarantinedFrame]) -> None:
+        """Keep exactly `frames` (e.g. those a replay could not use yet), atomically:
+        a temp file in the same directory, fsync, rename; the rotated file goes."""
+        kept = list(frames)
+        temp = self.path.with_name(QUARANTINE_FILE + ".new")
+        with open(temp, "wb") as handle:
+            for frame in kept:
+                handle.write(_line(frame))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._file.close()
+        os.replace(temp, self.path)
+        rotated = self.path.with_name(QUARANTINE_FILE + ".1")
+        if rotated.exists():
+            rotated.unlink()
+        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._size = self._file.tell()
+        self.titles = {frame.system_title for frame in kept if frame.system_title is not None}
+        self.titles_overflow = len(self.titles) > _MAX_TITLES
+
     def close(self) -> None:
         """Flush and close the file."""
         if not self._file.closed:
             self._file.close()
+
+
+def _line(frame: QuarantinedFrame) -> bytes:
+    received = datetime.fromtimestamp(frame.received_at, UTC).isoformat(timespec="milliseconds")
+    return (
+        json.dumps(
+            {
+                "schema_version": RECORD_SCHEMA_VERSION,
+                "kind": "quarantine",
+                "received_at": received,
+                "system_title": frame.system_title.hex().upper() if frame.system_title else None,
+                "source": frame.source,
+                "transport": frame.transport,
+                "frame_hex": frame.frame.hex().upper(),
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    ).encode("utf-8")
+
+
+def _timestamp(value: object) -> float:
+    """``received_at``: ISO-8601 text, or epoch seconds (files of older versions)."""
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("received_at")
+    return float(value)
 
 
 def read_quarantine(path: Path) -> Iterator[QuarantinedFrame]:
@@ -162,7 +223,7 @@ def read_quarantine(path: Path) -> Iterator[QuarantinedFrame]:
                 item = json.loads(raw)
                 title = item["system_title"]
                 yield QuarantinedFrame(
-                    received_at=float(item["received_at"]),
+                    received_at=_timestamp(item["received_at"]),
                     system_title=bytes.fromhex(title) if title else None,
                     source=str(item["source"]),
                     transport=str(item["transport"]),

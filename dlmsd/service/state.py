@@ -456,6 +456,27 @@ class StateStore:
         """Number of meters with a counter."""
         return len(self._counters)
 
+    def forget_counter(self, system_title: bytes) -> int | None:
+        """Drop a meter's counter (it restarted legitimately: firmware update, new keys).
+
+        Its next push is accepted whatever its counter. Returns the counter
+        dropped (None if there was none). Raises StateError, changing nothing.
+        """
+        row = self._db.execute(
+            "SELECT invocation_counter FROM counters WHERE system_title = ?", (system_title,)
+        ).fetchone()
+        self._transaction(
+            lambda db: db.execute("DELETE FROM counters WHERE system_title = ?", (system_title,))
+        )
+        in_memory = self._counters.pop(system_title, None)
+        self._seen.pop(system_title, None)
+        # A failed commit of pushes staged before the reset restores "none".
+        if system_title in self._committed_counters:
+            self._committed_counters[system_title] = None
+        if system_title in self._committed_seen:
+            self._committed_seen[system_title] = None
+        return in_memory if in_memory is not None else (int(row[0]) if row else None)
+
     # --- accepting pushes -----------------------------------------------------
 
     def stage(self, item: AcceptedPush) -> None:
@@ -674,6 +695,10 @@ class StateStore:
             return defer.succeed(CommitResult(self.commit()))
         except StateError:
             return defer.fail()
+
+    def reset_counter(self, system_title: bytes, requested_by: str = "") -> Deferred[int | None]:
+        """`forget_counter` as a Deferred (`requested_by` is for the PostgreSQL audit rows)."""
+        return defer.maybeDeferred(self.forget_counter, system_title)
 
     def claim(self, sink: str, limit: int) -> Deferred[list[SpoolEntry]]:
         """`pending` as a Deferred (one pump per sink reads the queue)."""

@@ -10,6 +10,8 @@ Works on both backends. The DSN comes from ``--dsn`` or from the daemon's
   schema is missing, too old or too new, 2 when the database cannot be read.
 * ``export``: counters and queued records as JSON lines on stdout (backups,
   moving from SQLite to PostgreSQL, looking into a stuck spool).
+* ``reset-counter``: forget a meter's replay counter after a legitimate
+  restart, also while the daemon runs (`dlmsd.service.lifecycle_cli`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 help="what to export (default: all)",
             )
         action.set_defaults(func=run_state)
+    from dlmsd.service.lifecycle_cli import add_reset_counter
+
+    add_reset_counter(actions)
 
 
 def resolve_dsn(args: argparse.Namespace) -> str:

@@ -121,6 +121,10 @@ class StateBackend(Protocol):
         """
         ...
 
+    def reset_counter(self, system_title: bytes, requested_by: str = "") -> Deferred[int | None]:
+        """Forget a meter's replay counter (a legitimate restart); fires with the old one."""
+        ...
+
     def claim(self, sink: str, limit: int) -> Deferred[list[SpoolEntry]]:
         """Up to `limit` of the sink's oldest records, held for this daemon until acked."""
         ...

@@ -34,7 +34,7 @@ def test_add_writes_one_json_line_per_frame(tmp_path: Path) -> None:
     assert validated(json.loads(line) for line in lines)[0] == {
         "schema_version": 1,
         "kind": "quarantine",
-        "received_at": 1700000000.5,
+        "received_at": "2023-11-14T22:13:20.500+00:00",  # ISO-8601 UTC, as in records
         "system_title": "2F19229199164103",
         "source": "127.0.0.1:4059",
         "transport": "udp",
@@ -136,3 +136,28 @@ def test_least_recently_seen_title_is_forgotten_first() -> None:
     assert limiter.should_log(b"c", 3.0)  # evicts b
     assert not limiter.should_log(b"a", 4.0)
     assert limiter.should_log(b"b", 5.0)
+
+
+def test_old_epoch_received_at_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / QUARANTINE_FILE
+    path.write_text(
+        '{"received_at": 1700000000.5, "system_title": null, "source": "s",'
+        ' "transport": "udp", "frame_hex": "0F00"}\n'
+        '{"received_at": "2023-11-14T22:13:21.250+00:00", "system_title": null, "source": "s",'
+        ' "transport": "udp", "frame_hex": "0F00"}\n'
+    )
+    assert [frame.received_at for frame in read_quarantine(path)] == [1700000000.5, 1700000001.25]
+
+
+def test_replace_keeps_exactly_the_frames_given(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, max_bytes=400)
+    for n in range(6):  # rotates: some frames sit in quarantine.jsonl.1
+        quarantine.add(TITLE, FRAME, f"source-{n}", 1700000000.0 + n, "udp")
+    frames = quarantine.frames()
+    assert [frame.source for frame in frames][-1] == "source-5"
+    assert (tmp_path / (QUARANTINE_FILE + ".1")).exists()
+    quarantine.replace(frames[-1:])
+    assert not (tmp_path / (QUARANTINE_FILE + ".1")).exists()
+    quarantine.add(None, b"\x0f", "later", 1700000010.0, "udp")
+    assert [frame.source for frame in quarantine.frames()] == ["source-5", "later"]
+    quarantine.close()

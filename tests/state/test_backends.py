@@ -377,6 +377,24 @@ async def test_lost_database_refuses_and_recovers_by_itself(
     assert [e.record_id[-1] for e in await state.claim("s", 10)] == ["1", "2"]
 
 
+def test_version_1_database_is_migrated_to_the_counter_resets(pg_dsn: str) -> None:
+    from dlmsd.service.pgstate import MIGRATIONS, SCHEMA_VERSION, connect, migrate
+
+    with connect(pg_dsn) as conn:  # a database a dlmsd of schema 1 made and used
+        conn.execute(
+            "CREATE TABLE dlmsd_schema_version (version integer PRIMARY KEY,"
+            " migrated_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO dlmsd_schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO dlmsd_counters VALUES ('\\x01', 5, 4)")
+        conn.commit()
+        assert migrate(conn) == (1, SCHEMA_VERSION)
+        assert conn.execute("SELECT count(*) FROM dlmsd_counter_resets").fetchone() == (0,)
+        assert conn.execute("SELECT invocation_counter FROM dlmsd_counters").fetchone() == (5,)
+
+
 def test_schema_is_versioned_and_a_newer_one_refused(pg_dsn: str) -> None:
     import psycopg
 
