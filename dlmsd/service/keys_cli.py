@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     sub.required = True
+    from dlmsd.service.keys_edit import register_edit  # keys remove|set
+
+    register_edit(sub)
 
     add = sub.add_parser("add", help="add a meter (creates the file with mode 0600)")
     add.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
