@@ -55,6 +55,7 @@ _ORDER = (
     "labels",
     "security",
     "push_object_list",
+    "profile",
     "read_after_push",
 )
 
@@ -76,7 +77,7 @@ def register_edit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     change = sub.add_parser(
         "set",
-        help="rotate a meter's keys, or change its name, labels, security or push object list",
+        help="rotate a meter's keys, or change its name, labels, security or layout",
         description="Change one meter of a key store file (atomic; keeps mode and owner)."
         " Keys are read from stdin (-), the environment (env: DLMSD_EK/DLMSD_AK) or"
         " another key file, never from the command line.",
@@ -105,10 +106,16 @@ def register_edit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=SECURITY_FORMS,
         help="the allowed security forms (repeatable; replaces the list)",
     )
-    change.add_argument(
+    layout = change.add_mutually_exclusive_group()
+    layout.add_argument(
         "--push-object-list",
         metavar="OBIS:ATTR,...",
-        help="the push layout, comma separated ('' removes it: layout from the push)",
+        help="the push layout, comma separated (replaces a profile; '' removes it)",
+    )
+    layout.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="a built-in layout (replaces a push object list; '' removes it)",
     )
     change.set_defaults(func=run_set)
 
@@ -279,13 +286,21 @@ def _apply(table: dict[str, Any], args: Any, stdin: TextIO, title: str) -> list[
         items = [item.strip() for item in args.push_object_list.split(",") if item.strip()]
         if items:
             table["push_object_list"] = items
+            table.pop("profile", None)
         else:
             table.pop("push_object_list", None)
         changed.append("push object list")
+    if args.profile is not None:
+        if args.profile:
+            table["profile"] = args.profile
+            table.pop("push_object_list", None)
+        else:
+            table.pop("profile", None)
+        changed.append("profile")
     if not changed:
         raise EditError(
             "nothing to change: give --ek/--ak or --keys, --name, --label, --unlabel,"
-            " --security or --push-object-list"
+            " --security, --push-object-list or --profile"
         )
     return changed
 

@@ -154,6 +154,13 @@ def test_set_labels_security_name_and_layout(
     assert entry.allowed_security == frozenset({"auth+enc"})  # type: ignore[attr-defined]
     assert len(entry.push_object_list) == 2  # type: ignore[attr-defined]
     assert set(entries(store)) == {A, B, C}
+    # A built-in profile replaces the push object list (the key store takes one of them).
+    code, out, err = run(capsys, "set", B, "--file", str(store), "--profile", "kaifa-ma304-list1")
+    assert code == 0, err
+    entry = entries(store)[B]
+    assert entry.profile is not None and entry.push_object_list is None  # type: ignore[attr-defined]
+    code, _, err = run(capsys, "set", B, "--file", str(store), "--profile", "no-such-layout")
+    assert code == 2 and "unknown profile" in err
 
 
 def test_a_bad_change_leaves_the_file_as_it_was(
