@@ -48,7 +48,7 @@ def test_reference_names_the_options_the_issue_found_undocumented() -> None:
 @attrs.frozen(slots=True)
 class _Daemon:
     state_dir: Path = attrs.field(default=Path("/x"), metadata=doc("documented"))
-    log_level: str = "info"
+    colour: str = "blue"  # an option another branch added without its doc
     log_levels: dict[str, str] = attrs.field(
         factory=dict, metadata=doc("Level per logger namespace.", kind="table of name = level")
     )
@@ -61,14 +61,12 @@ class _Root:
 
 def test_option_without_doc_names_class_field_and_file() -> None:
     sections, problems = configdoc.collect(_Root, sink_types={})
-    messages = [p for p in problems if p.startswith("daemon.log_level:")]
+    messages = [p for p in problems if p.startswith("daemon.colour:")]
     assert messages, problems
     assert "metadata=doc(" in messages[0]
-    assert "'log_level' of class _Daemon in dlmsd/service/config.py" in messages[0]
+    assert "'colour' of class _Daemon in dlmsd/service/config.py" in messages[0]
     # Not read by a typed reader either: the message says how to describe it.
-    assert any(p.startswith("daemon.log_level:") and 'kind="...")' in p for p in problems), (
-        problems
-    )
+    assert any(p.startswith("daemon.colour:") and 'kind="...")' in p for p in problems), problems
     # state_dir is documented and read by the validator; log_levels describes itself.
     assert not [p for p in problems if p.startswith(("daemon.state_dir", "daemon.log_levels"))]
     [daemon] = [s for s in sections if s.heading == "[daemon]"]
