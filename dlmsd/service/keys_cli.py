@@ -1,4 +1,4 @@
-"""`dlmsd keys add|list|check|reload`: manage a key store file without ever printing keys.
+"""`dlmsd keys add|list|check|reload|set|remove`: manage a key store file, never printing keys.
 
 `add` appends a meter table to the file's text (comments and layout are kept),
 validates the whole result as the daemon would, and replaces the file
@@ -47,9 +47,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     sub.required = True
-    from dlmsd.service.keys_edit import register_edit  # keys remove|set
-
-    register_edit(sub)
 
     add = sub.add_parser("add", help="add a meter (creates the file with mode 0600)")
     add.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
@@ -83,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     from dlmsd.service.keys_reload import register_reload
 
     register_reload(sub)
+
+    from dlmsd.service.keys_edit import register_edit  # keys set|remove
+
+    register_edit(sub)
 
 
 def _fail(command: str, message: str, err: TextIO | None = None) -> int:

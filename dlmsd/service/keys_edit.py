@@ -66,15 +66,6 @@ class EditError(Exception):
 
 def register_edit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys remove`` and ``keys set`` to the ``dlmsd keys`` actions."""
-    remove = sub.add_parser(
-        "remove",
-        help="remove a meter (atomic; keeps the file's mode and owner)",
-        description="Remove a meter's table from a key store file.",
-    )
-    remove.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
-    remove.add_argument("--file", required=True, type=Path, help="the key store file")
-    remove.set_defaults(func=run_remove)
-
     change = sub.add_parser(
         "set",
         help="rotate a meter's keys, or change its name, labels, security or layout",
@@ -118,6 +109,15 @@ def register_edit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a built-in layout (replaces a push object list; '' removes it)",
     )
     change.set_defaults(func=run_set)
+
+    remove = sub.add_parser(
+        "remove",
+        help="remove a meter (atomic; keeps the file's mode and owner)",
+        description="Remove a meter's table from a key store file.",
+    )
+    remove.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
+    remove.add_argument("--file", required=True, type=Path, help="the key store file")
+    remove.set_defaults(func=run_remove)
 
 
 def _fail(command: str, message: object) -> int:
