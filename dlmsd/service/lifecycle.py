@@ -21,9 +21,11 @@ from __future__ import annotations
 import collections
 import getpass
 import re
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from dlmsd.service.control import ControlError, Handler
@@ -90,8 +92,22 @@ async def replay_quarantine(daemon: DaemonService) -> dict[str, Any]:
     """Feed the quarantined frames of meters now known through the ingest; commit them.
 
     Runs on the reactor thread in one go, so no live push of the same meter
-    slips between two replayed frames (their counters stay in order).
+    slips between two replayed frames (their counters stay in order). One
+    replay at a time per daemon: the next waits until the quarantine file
+    holds what the previous one kept.
     """
+    lock = _replay_locks.setdefault(daemon, DeferredLock())
+    await lock.acquire()
+    try:
+        return await _replay(daemon)
+    finally:
+        lock.release()
+
+
+_replay_locks: weakref.WeakKeyDictionary[DaemonService, DeferredLock] = weakref.WeakKeyDictionary()
+
+
+async def _replay(daemon: DaemonService) -> dict[str, Any]:
     ingest, quarantine, keystore = daemon.ingest, daemon.quarantine, daemon.keystore
     outcomes: collections.Counter[str] = collections.Counter()
     keep = []

@@ -220,6 +220,9 @@ async def test_key_reload_replays_at_once_before_the_next_live_push(tmp_path: Pa
         with LogCapture() as logs:
             assert service.reload_keys()  # what SIGHUP runs
             send_udp(port, push(newcomer, 3))  # the meter's next push, right after
+            # An operator replaying at the same time waits for the first replay.
+            code, out, _ = await cli("quarantine", "replay", "--config", str(setup.config_path))
+            assert code == 0 and "0 quarantined frames: none; 0 kept" in out
             await wait_until(lambda: counters(setup.records()) == [1, 2, 3])
         assert rejected(service, "replay") == 0
         assert [e for e in logs.events if "quarantine replay" in str(e.get("log_format"))]
