@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint bench fuzz format clean venv test-deps dist install docs
+.PHONY: run test lint bench fuzz format clean venv test-deps dist install config-docs
 
 $(STAMP): setup.cfg pyproject.toml
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict dlmsd twisted/plugins/dlmsd_plugin.py
 
 # docs/configuration.md is generated from the config classes (a test checks it is current).
-docs: $(STAMP)
+config-docs: $(STAMP)
 	$(BIN)/python -m dlmsd.service.configdoc > docs/configuration.md
 
 format: $(STAMP)
@@ -58,7 +58,7 @@ test-deps:
 
 # the API reference from the docstrings (pdoc; any warning fails)
 .PHONY: docs
-docs: $(STAMP)
+docs: $(STAMP) config-docs
 	$(BIN)/python docs/build_api.py build/api
 
 test: $(STAMP) test-deps lint

@@ -197,6 +197,10 @@ OPTION_DOCS = {
     "max_inflight": "Unacknowledged publishes at most (1000; 20 for QoS 2 over MQTT 3.1.1).",
     "homeassistant": "Publish Home Assistant discovery configs (needs mode obis or both).",
     "discovery_prefix": "Home Assistant discovery topic prefix.",
+    "availability_topic": "Online/offline topic of this sink (default dlmsd/CLIENT_ID/status).",
+    "obis_retain": "Publish the per-OBIS state topics with the retain flag.",
+    "push_interval": "Seconds between pushes, for sensors' expire_after (a meter label wins).",
+    "expire_after_pushes": "Sensors expire after this many missed pushes (0: never).",
 }
 """One line of doc per option, for docs/configuration.md (`dlmsd.service.configdoc`)."""
 

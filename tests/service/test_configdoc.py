@@ -23,7 +23,7 @@ def test_every_option_has_a_doc_and_a_range() -> None:
 def test_committed_reference_is_current() -> None:
     sections, _ = configdoc.collect()
     assert REFERENCE.read_text(encoding="utf-8") == configdoc.render(sections), (
-        "docs/configuration.md is out of date: run `make docs`"
+        "docs/configuration.md is out of date: run `make config-docs`"
         " (python -m dlmsd.service.configdoc > docs/configuration.md)"
     )
 
