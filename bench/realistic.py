@@ -13,11 +13,12 @@ consecutive pushes of one meter do.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import attrs
 
+from bench.peers import Adapter, package_version
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.ciphered import GeneralGloCiphering
@@ -60,6 +61,7 @@ class PushSet:
     registers: int
     frames: tuple[bytes, ...]
     values: tuple[tuple[int, ...], ...]  # per frame, the unscaled register values
+    forged: bytes  # the first push with one bit of its GCM tag flipped, framed alike
 
     @property
     def sizes(self) -> str:
@@ -144,11 +146,112 @@ def push_set(name: str, registers: int, count: int = 16, framing: str = "apdu") 
     frames: list[bytes] = []
     values: list[tuple[int, ...]] = []
     for push in range(count):
-        apdu = ciphered(registers, push)
-        if framing == "hdlc3":
-            apdu = hdlc_segments(apdu, 3)
-        elif framing == "gbt3":
-            apdu = gbt_in_hdlc(apdu, 3)
-        frames.append(apdu)
+        frames.append(framed(ciphered(registers, push), framing))
         values.append(tuple(register_value(index, push) for index in range(registers)))
-    return PushSet(name, registers, tuple(frames), tuple(values))
+    first = ciphered(registers, 0)
+    forged = framed(first[:-1] + bytes((first[-1] ^ 0x01,)), framing)
+    return PushSet(name, registers, tuple(frames), tuple(values), forged)
+
+
+def framed(apdu: bytes, framing: str) -> bytes:
+    if framing == "hdlc3":
+        return hdlc_segments(apdu, 3)
+    if framing == "gbt3":
+        return gbt_in_hdlc(apdu, 3)
+    return apdu
+
+
+# --- what each implementation found, and the adapters --------------------------------------
+
+
+@attrs.frozen(slots=True)
+class RegisterSummary:
+    """A decoded push as plain values: its invocation counter and the raw register values."""
+
+    invocation_counter: int
+    values: tuple[int, ...]
+
+    def mismatches(self, expected: RegisterSummary) -> list[str]:
+        return [
+            field.name
+            for field in attrs.fields(RegisterSummary)
+            if getattr(self, field.name) != getattr(expected, field.name)
+        ]
+
+
+def expected_summaries(pushes: PushSet) -> list[RegisterSummary]:
+    return [RegisterSummary(1000 + index, values) for index, values in enumerate(pushes.values)]
+
+
+def dlmsd_decode(framing: str) -> Adapter:
+    """dlmsd's public decode path: `decode_capture` finds the APDU in its framing, verifies
+    and decrypts it, and gives the record (typed body, readings with OBIS, scaled value,
+    unit) as a dict: what `dlmsd decode` prints. Its process-wide cache of compiled
+    shapes is on, as it is for every caller."""
+    from dlmsd.decoding import decode_capture
+
+    def cipher_for(_title: bytes | None) -> Suite0Cipher:
+        return CIPHER
+
+    def decode(frame: bytes) -> list[dict[str, Any]]:
+        return list(decode_capture(frame, cipher_for))
+
+    def summarize(records: list[dict[str, Any]]) -> RegisterSummary:
+        (record,) = records
+        entries = record["body"]["value"][1:]
+        if len(record["readings"]) != len(entries) + 1:
+            raise ValueError("not one reading per register (and the clock)")
+        values = tuple(entry["value"][1]["value"] for entry in entries)
+        return RegisterSummary(record["invocation_counter"], values)
+
+    return Adapter(
+        "dlmsd",
+        package_version("dlmsd"),
+        decode,
+        summarize,
+        f"decode_capture ({framing}), records with readings",
+    )
+
+
+def _hdlc_frames(data: bytes) -> list[bytes]:
+    """Back-to-back HDLC frames cut by their format field's length (bench input only)."""
+    frames, position = [], 0
+    while position < len(data):
+        length = ((data[position + 1] & 0x07) << 8 | data[position + 2]) + 2
+        frames.append(data[position : position + length])
+        position += length
+    return frames
+
+
+def dlms_cosem_decode(framing: str) -> Adapter:
+    """dlms-cosem: (HDLC: `UnnumberedInformationFrame.from_bytes` per frame, information
+    fields joined, LLC header dropped) -> `XDlmsApduFactory` (GeneralGlobalCipher) ->
+    `to_plain_apdu` (verifies the tag) -> DataNotification -> `DlmsDataParser` value tree.
+    No readings: no OBIS mapping, scaling or units."""
+    from dlms_cosem.connection import XDlmsApduFactory  # type: ignore[import-untyped]
+    from dlms_cosem.dlms_data import DlmsDataParser  # type: ignore[import-untyped]
+    from dlms_cosem.hdlc.frames import UnnumberedInformationFrame  # type: ignore[import-untyped]
+
+    apdu_from_bytes = XDlmsApduFactory.apdu_from_bytes
+    from_frame = UnnumberedInformationFrame.from_bytes
+
+    def decode(frame: bytes) -> tuple[Any, list[Any]]:
+        if framing != "apdu":
+            information = b"".join(from_frame(part).information for part in _hdlc_frames(frame))
+            frame = information[len(_LLC) :]
+        ciphered = apdu_from_bytes(frame)
+        plain = apdu_from_bytes(ciphered.to_plain_apdu(ENCRYPTION_KEY, AUTHENTICATION_KEY))
+        return ciphered, DlmsDataParser().parse(plain.body)
+
+    def summarize(result: tuple[Any, list[Any]]) -> RegisterSummary:
+        ciphered, body = result
+        values = tuple(entry.value[1].value for entry in body[0].value[1:])
+        return RegisterSummary(ciphered.invocation_counter, values)
+
+    return Adapter(
+        "dlms-cosem",
+        package_version("dlms-cosem"),
+        decode,
+        summarize,
+        "value tree only, no readings (no OBIS mapping, scaling, units)",
+    )
