@@ -178,6 +178,8 @@ class ShapeCache:
         return push
 
     def _learn(self, entry: _Entry, envelope: Envelope, plaintext: bytes, push: Push) -> None:
+        if push.layout_mismatch is not None:
+            return  # a hit reports no mismatch: shapes are made of fitting pushes only
         notification, readings = push.notification, push.readings
         shape = compile_shape(plaintext, notification, readings, entry.objects, self._records)
         if shape is None:
