@@ -68,12 +68,13 @@ from dlmsd.protocol.push import (
     Push,
     notification_fields_json,
     open_decrypted,
+    record_head,
     record_head_json,
 )
 
 _Convert = Callable[[bytes], str]
-# A record builder: (system title text, invocation counter, security, unpacked values).
-_Build = Callable[[str | None, int | None, str, tuple[Any, ...]], dict[str, object]]
+# A record builder: (the record's head fields, the unpacked values) -> the record.
+_Build = Callable[[dict[str, object], tuple[Any, ...]], dict[str, object]]
 
 _OCTET_STRING_TAG = 9
 _DATE_TIME_SIZE = 12
@@ -250,14 +251,8 @@ class Shape:
         the shape was compiled without a record builder)."""
         if self._build is None or self._unpack is None or self._match(plaintext) is None:
             return None
-        title = envelope.system_title
         try:
-            return self._build(
-                title.hex().upper() if title else None,
-                envelope.invocation_counter,
-                envelope.security,
-                self._unpack(plaintext),
-            )
+            return self._build(record_head(envelope), self._unpack(plaintext))
         except DlmsError:  # defensive, as in fields_json
             return None
 
@@ -623,8 +618,8 @@ def _record_builder(
             )
         parts.append(_dict_source(reading.to_json(), {"value": value} if value else {}))
     text = (
-        "def build(t, c, s, v):\n    return {'system_title': t, 'invocation_counter': c, "
-        f"'security': s, 'invoke_id': {invoke}, 'datetime': {date_time}, "
+        "def build(h, v):\n    return {**h, "
+        f"'invoke_id': {invoke}, 'datetime': {date_time}, "
         f"'body': {body}, 'readings': [{', '.join(parts)}]}}\n"
     )
     namespace: dict[str, Any] = dict(source.names)
