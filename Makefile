@@ -49,6 +49,8 @@ test-deps:
 		prometheus docker-compose; fi
 	@if ! command -v zsh >/dev/null; then \
 		echo "installing zsh (completion tests)"; apt-get update -qq && apt-get install -y -qq zsh; fi
+	@if ! command -v socat >/dev/null; then \
+		echo "installing socat"; apt-get update -qq && apt-get install -y -qq socat; fi
 
 # the API reference from the docstrings (pdoc; any warning fails)
 .PHONY: docs

@@ -49,20 +49,14 @@ def _register_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(LLC header allowed) are detected.",
     )
     decode.add_argument("hex", nargs="?", default="-", help="frame as hex; '-' reads stdin")
-    decode.add_argument(
-        "--ek",
-        help="encryption key (32 hex characters); default: none, so ciphered frames are "
-        "refused (no keys)",
-    )
-    decode.add_argument(
-        "--ak",
-        help="authentication key (32 hex characters), for authenticated frames "
-        "(security 0x10/0x30); default: the --ek value",
-    )
-    decode.add_argument(
-        "--keys",
-        metavar="FILE",
-        help="key store file (TOML), keys picked by the frame's system title; default: none",
+    from dlmsd.keysource import add_key_options
+
+    add_key_options(
+        decode,
+        keys_help="key store file (TOML, mode 0600), keys picked by the frame's system title;"
+        " default: none",
+        ek_note="default: none, so ciphered frames are refused (no keys)",
+        ak_note="for authenticated frames (security 0x10/0x30); default: the --ek value",
     )
     decode.add_argument(
         "--system-title",

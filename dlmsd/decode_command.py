@@ -12,6 +12,7 @@ from pathlib import Path
 from dlmsd.cosem.profiles import PROFILES, profile_named
 from dlmsd.cosem.readings import Layout
 from dlmsd.decoding import CipherLookup, LayoutLookup, decode_capture
+from dlmsd.keysource import Keys, KeySourceError, resolve_keys
 from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
 from dlmsd.protocol.security import Suite0Cipher
 
@@ -31,7 +32,7 @@ def run_decode(args: argparse.Namespace) -> int:
         if getattr(args, "follow", False) or getattr(args, "device", None):
             return _follow(args, cipher_for, system_title, layout_for)
         records = list(_records(args, cipher_for, system_title, layout_for))
-    except (DlmsError, UsageError) as error:
+    except (DlmsError, UsageError, KeySourceError) as error:
         print(f"dlmsd decode: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for record in records:
@@ -127,23 +128,20 @@ def _parse_hex(value: str | None, option: str, length: int) -> bytes | None:
 
 
 def _lookups(args: argparse.Namespace) -> tuple[CipherLookup, LayoutLookup | None]:
-    """Keys, and with --keys each meter's push layout (push object list or profile),
-    looked up as the daemon does."""
-    if args.keys and (args.ek or args.ak):
-        raise UsageError("use either --keys or --ek/--ak, not both")
+    """Keys (`dlmsd.keysource`: --keys FILE, --ek/--ak or - for stdin, DLMSD_EK/DLMSD_AK),
+    and with --keys each meter's push layout (push object list or profile), looked up
+    as the daemon does."""
     profile_name = getattr(args, "profile", None)
     if profile_name is not None and args.keys:
         raise UsageError("use either --keys (each meter's layout) or --profile, not both")
-    if profile_name is not None:
-        profile = profile_named(profile_name)
-        if profile is None:
-            names = ", ".join(known.name for known in PROFILES)
-            raise UsageError(f"unknown profile {profile_name!r} (known: {names})")
-        return _cipher_lookup(args), lambda _system_title: profile
-    if args.keys:
-        from dlmsd.service.keystore import KeyStore
-
-        store = KeyStore.load([Path(args.keys)])
+    # stdin carries the frame (or the --follow stream) unless it comes from an argument,
+    # a quarantine file, --file or --device.
+    frame_on_stdin = args.hex == "-" and not (
+        args.quarantine or getattr(args, "file", None) or getattr(args, "device", None)
+    )
+    keys = resolve_keys(args.keys, args.ek, args.ak, stdin_in_use=frame_on_stdin)
+    store = keys.store
+    if store is not None:
 
         def from_store(system_title: bytes | None) -> Suite0Cipher | None:
             entry = store.lookup(system_title) if system_title else None
@@ -154,16 +152,29 @@ def _lookups(args: argparse.Namespace) -> tuple[CipherLookup, LayoutLookup | Non
             return entry.layout if entry is not None else None
 
         return from_store, layout_from_store
-    return _cipher_lookup(args), None
+    cipher_for = _loose_cipher(keys)
+    if profile_name is not None:
+        profile = profile_named(profile_name)
+        if profile is None:
+            names = ", ".join(known.name for known in PROFILES)
+            raise UsageError(f"unknown profile {profile_name!r} (known: {names})")
+        return cipher_for, lambda _system_title: profile
+    return cipher_for, None
 
 
-def _cipher_lookup(args: argparse.Namespace) -> CipherLookup:
-    if args.ek or args.ak:
-        ek = _parse_hex(args.ek, "--ek", 16)
-        ak = _parse_hex(args.ak, "--ak", 16) if args.ak else ek
-        if ek is None or ak is None:
-            raise UsageError("--ek is required with --ak")
-        cipher = Suite0Cipher(ek, ak) if args.ak else _WithoutAk(ek, ek)
+def _loose_cipher(keys: Keys) -> CipherLookup:
+    if keys.loose is not None:
+        ek, ak = keys.loose.ek, keys.loose.ak
+        if ek is None:
+            raise UsageError("--ek (or DLMSD_EK) is required with --ak")
+        # Keys given by hand for an offline look: encryption-only frames (no tag,
+        # shown as "security": "enc") are decrypted too; the daemon's policy is the
+        # key store's `security` list.
+        cipher = (
+            Suite0Cipher(ek, ak, allow_encryption_only=True)
+            if ak is not None
+            else _WithoutAk(ek, ek, allow_encryption_only=True)
+        )
         return lambda _system_title: cipher
     return lambda _system_title: None
 

@@ -38,6 +38,7 @@ HARNESSES: dict[str, tuple[str, int]] = {
     "wrapper": ("fuzz.fuzz_wrapper", 2048),
     "hdlc": ("fuzz.fuzz_hdlc", 1024),
     "gbt_hdlc": ("fuzz.fuzz_gbt_hdlc", 2048),
+    "mbus": ("fuzz.fuzz_mbus", 1024),
     "axdr": ("fuzz.fuzz_axdr", 1024),
     "apdu": ("fuzz.fuzz_apdu", 1024),
     "ciphered": ("fuzz.fuzz_ciphered", 1024),

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -33,11 +35,29 @@ DEFAULT_TIME_CAP = 2.0
 # only sees inputs that finish).
 HARD_TIMEOUT = 30
 
+# What one input may cost, in proportion to its size: a floor plus so much per byte.
+# The crash-only contract let a 4 KB input through that took 14 s and 1.19 GB (a
+# compact array of null-data members, issue 13). The limits leave room for what the
+# decoders' own bounds allow (A-XDR: 8 values per input byte, ~25 us per value through
+# a harness), several times over, so a loaded machine does not trip them.
+TIME_FLOOR = 0.5  # seconds
+TIME_PER_BYTE = 500e-6  # seconds per input byte
+MEMORY_FLOOR = 32 << 20  # bytes of peak RSS rise
+MEMORY_PER_BYTE = 8 << 10  # bytes of peak RSS rise per input byte
+COST_SCALE_ENV = "DLMSD_FUZZ_COST_SCALE"  # multiplies the cost limits; 0 turns them off
+# "1": measure memory with tracemalloc (exact per input, slower) instead of the peak RSS.
+TRACE_MEMORY_ENV = "DLMSD_FUZZ_TRACE_MEMORY"
+
 TestOneInput = Callable[[bytes], None]
 
 
-class SlowInput(Exception):
-    """One input took longer than the time cap: a hang (or a super-linear path) in the making."""
+class CostlyInput(Exception):
+    """One input cost more time or memory than its size allows: amplification, a
+    super-linear path, or a hang in the making."""
+
+
+class SlowInput(CostlyInput):
+    """One input took longer than the time cap (or than its size allows)."""
 
 
 @cache
@@ -75,19 +95,69 @@ def time_cap() -> float:
     return float(os.environ.get(TIME_CAP_ENV, DEFAULT_TIME_CAP))
 
 
+def cost_scale() -> float:
+    return float(os.environ.get(COST_SCALE_ENV, "1"))
+
+
+def peak_rss() -> int:
+    """The process's peak resident set so far, in bytes (Linux: ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def guarded(check: TestOneInput, allowed: tuple[type[BaseException], ...]) -> TestOneInput:
     """`check` with the contract applied: exceptions of `allowed` are the decoder's
-    answer to bad input; anything else escapes (a crash), and so does `SlowInput`
-    when one input takes longer than the time cap."""
+    answer to bad input; anything else escapes (a crash), and so does `CostlyInput`
+    when one input costs more than its size allows.
+
+    Cost: wall time (at most the time cap, and at most ``TIME_FLOOR + TIME_PER_BYTE``
+    per byte) and the rise of the process's peak RSS while the input ran (at most
+    ``MEMORY_FLOOR + MEMORY_PER_BYTE`` per byte). The peak RSS costs one getrusage
+    call; it charges an input only for memory beyond every earlier peak (and a
+    process starts with its parent's peak: the runner starts each harness from a
+    small process), so it catches the input that first takes the process far above
+    its usual size. ``DLMSD_FUZZ_TRACE_MEMORY=1`` charges each input the peak of
+    its own Python allocations instead (tracemalloc: exact, several times slower).
+    """
     cap = time_cap()
+    scale = cost_scale()
+    trace = os.environ.get(TRACE_MEMORY_ENV) == "1"
+    if trace and not tracemalloc.is_tracing():
+        tracemalloc.start()
+
+    def memory_mark() -> int:
+        if trace:
+            tracemalloc.reset_peak()
+            return tracemalloc.get_traced_memory()[0]
+        return peak_rss()
+
+    def memory_peak() -> int:
+        return tracemalloc.get_traced_memory()[1] if trace else peak_rss()
 
     def test_one_input(data: bytes) -> None:
+        size = len(data)
+        peak_before = memory_mark()
         started = time.perf_counter()
         with contextlib.suppress(*allowed):
             check(data)
         elapsed = time.perf_counter() - started
         if elapsed > cap:
-            raise SlowInput(f"{len(data)}-byte input took {elapsed:.2f}s (cap {cap}s)")
+            raise SlowInput(f"{size}-byte input took {elapsed:.2f}s (cap {cap}s)")
+        if not scale:
+            return
+        most_time = scale * (TIME_FLOOR + TIME_PER_BYTE * size)
+        if elapsed > most_time:
+            raise SlowInput(
+                f"{size}-byte input took {elapsed:.2f}s, more than its size allows"
+                f" ({most_time:.2f}s)"
+            )
+        rise = memory_peak() - peak_before
+        most_memory = scale * (MEMORY_FLOOR + MEMORY_PER_BYTE * size)
+        if rise > most_memory:
+            what = "its allocations peaked at" if trace else "raised the peak RSS by"
+            raise CostlyInput(
+                f"{size}-byte input {what} {rise >> 20} MiB, more than its size allows"
+                f" ({int(most_memory) >> 20} MiB)"
+            )
 
     return test_one_input
 

@@ -51,7 +51,7 @@ def test_bash_completes_commands_options_and_choices(
     assert "--table" in _bash(script, "get", "--t")
     assert _bash(script, "get", "--auth", "") == ["none", "lls", "hls-gmac"]
     assert _bash(script, "completion", "z") == ["zsh"]
-    assert sorted(_bash(script, "keys", "")) == ["add", "check", "list"]
+    assert sorted(_bash(script, "keys", "")) == ["add", "check", "list", "reload"]
     (tmp_path / "meter-keys.toml").write_text("")
     assert _bash(script, "decode", "--keys", str(tmp_path / "meter-")) == [
         str(tmp_path / "meter-keys.toml")

@@ -56,7 +56,8 @@ def stated(value: object, obis: str) -> str:
     return str(value * scale) if scale is not None else str(value)
 
 
-FIELD_FILES = sorted(FIELD.glob("*.json"))
+# The scs captures this module was written for; the whole corpus runs in tests/field.
+FIELD_FILES = sorted(FIELD.glob("*-scs-*.json"))
 
 
 @pytest.mark.parametrize("path", FIELD_FILES, ids=lambda path: path.stem)

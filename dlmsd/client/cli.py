@@ -24,6 +24,7 @@ from dlmsd.client.operations import ProfileRows
 from dlmsd.client.targets import Target, parse_target
 from dlmsd.client.transport import MANAGEMENT_CLIENT, PUBLIC_CLIENT
 from dlmsd.cosem.objects import ObjectListEntry
+from dlmsd.keysource import EK_ENV, KeySourceError, add_key_options, resolve_keys
 from dlmsd.protocol.apdus.errors import DataAccessResult
 from dlmsd.protocol.association import (
     DEFAULT_FRAME_COUNTER,
@@ -117,10 +118,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     secret = auth.add_mutually_exclusive_group()
     secret.add_argument("--password", help="LLS password (prefer --password-file)")
     secret.add_argument("--password-file", metavar="FILE", help="file holding the LLS password")
-    auth.add_argument("--keys", metavar="FILE", help="key file (TOML) with the meter's keys")
+    add_key_options(auth)
     auth.add_argument("--meter-title", help="the meter's system title, to pick from --keys")
-    auth.add_argument("--ek", help="global encryption key (32 hex characters)")
-    auth.add_argument("--ak", help="authentication key (32 hex characters)")
     auth.add_argument(
         "--ciphering",
         choices=("none", "global", "dedicated"),
@@ -153,16 +152,14 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 def load_cipher(
     keys: str | None, ek: str | None, ak: str | None, system_title: bytes | None
 ) -> Suite0Cipher | None:
-    """A cipher from ``--keys`` (the entry for ``system_title``, or the only one) or hex keys."""
-    if keys and (ek or ak):
-        raise UsageError("use either --keys or --ek/--ak, not both")
-    if keys:
-        from dlmsd.service.keystore import KeyFileError, KeyStore
-
-        try:
-            store = KeyStore.load([Path(keys)])
-        except KeyFileError as error:
-            raise UsageError(str(error)) from None
+    """A cipher from ``--keys`` (the entry for ``system_title``, or the only one), from
+    ``--ek/--ak`` (hex or ``-`` for stdin) or from DLMSD_EK/DLMSD_AK (`dlmsd.keysource`)."""
+    try:
+        given = resolve_keys(keys, ek, ak)
+    except KeySourceError as error:
+        raise UsageError(str(error)) from None
+    store = given.store
+    if store is not None:
         entry = store.lookup(system_title) if system_title else None
         if entry is None:
             entries = list(store)
@@ -174,13 +171,12 @@ def load_cipher(
         if entry.cipher is None:
             raise UsageError(f"{keys}: the meter entry has no keys")
         return entry.cipher
-    if ak and not ek:
-        raise UsageError("--ak needs --ek")
-    if not ek:
+    if given.loose is None:
         return None
-    encryption = _hex(ek, "--ek", 16)
-    authentication = _hex(ak, "--ak", 16) if ak else encryption
-    return Suite0Cipher(encryption, authentication)
+    encryption, authentication = given.loose.ek, given.loose.ak
+    if encryption is None:
+        raise UsageError(f"--ak needs --ek (or {EK_ENV})")
+    return Suite0Cipher(encryption, authentication or encryption)
 
 
 def _hex(text: str, option: str, length: int) -> bytes:

@@ -645,13 +645,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--pty", action="store_true", help="also serve HDLC on a pseudo-terminal")
     parser.add_argument("--auth", choices=("none", "lls", "hls-gmac"), default="none")
     parser.add_argument("--password", help="LLS password (text)")
-    parser.add_argument(
-        "--keys",
-        metavar="FILE",
-        help="key file (TOML); its entry for the emulator's system title, or its only entry",
+    from dlmsd.keysource import add_key_options
+
+    add_key_options(
+        parser,
+        keys_help="key file (TOML); its entry for the emulator's system title, or its only one",
     )
-    parser.add_argument("--ek", help="global encryption key (32 hex characters)")
-    parser.add_argument("--ak", help="authentication key (32 hex characters)")
     parser.add_argument("--system-title", help="the meter's system title (16 hex characters)")
     parser.add_argument("--ciphering", action="store_true", help="refuse unciphered contexts")
     parser.add_argument(

@@ -427,7 +427,35 @@ _LG_CAPTURE_LIST = {
     "1-0:51.7.0": (-2, AMPERE),
     "1-0:71.7.0": (-2, AMPERE),
 }
+# Iskraemeco AM550 pushes that carry their push object list (Swiss VSE configuration):
+# like L+G's, but voltages in 0.1 V, and power on channel 1 (1-1:x.7.0).
+# Source: scs/smartmeter-datacollector (commit 1507c3fc) smartmeter/iskraam550.py (0.1 on
+# 1-0:32/52/72.7.0), cosem.py (0.01 on 1-0:31/51/71.7.0), meter_data.py (units), and
+# tests/test_iskraam550.py test_iskraam550_parse_data_with_vse_standard (values stated for
+# a real AM550 push). Named by the logical device name's FLAG id ISK.
+_ISKRA_CAPTURE_LIST = {
+    "1-1:1.8.0": (0, WH),
+    "1-1:2.8.0": (0, WH),
+    "1-1:3.8.0": (0, 31),  # VAh, as the source names it
+    "1-1:4.8.0": (0, 31),
+    "1-1:1.7.0": (0, W),
+    "1-1:2.7.0": (0, W),
+    "1-0:32.7.0": (-1, VOLT),
+    "1-0:52.7.0": (-1, VOLT),
+    "1-0:72.7.0": (-1, VOLT),
+    "1-0:31.7.0": (-2, AMPERE),
+    "1-0:51.7.0": (-2, AMPERE),
+    "1-0:71.7.0": (-2, AMPERE),
+}
 DEVICE_SCALES: tuple[ImpliedScales, ...] = (
+    ImpliedScales(
+        "iskra-push-object-list",
+        "Iskraemeco",
+        "https://github.com/scs/smartmeter-datacollector smartmeter_datacollector/smartmeter/"
+        "iskraam550.py, cosem.py, meter_data.py, tests/test_iskraam550.py (commit 1507c3fc)",
+        (b"ISK",),
+        _scales(_ISKRA_CAPTURE_LIST),
+    ),
     ImpliedScales(
         "lg-push-object-list",
         "Landis+Gyr",

@@ -252,7 +252,9 @@ def plan_readings(body: Data, layout: Layout | None = None) -> Plan:
         detected = profiles.detect(items)
         if detected is not None:
             return _from_profile(items, detected)
-    return Plan()
+    # Last: a flat list mixed with structures, or ending in bare values (Austrian
+    # M-Bus customer interfaces); weaker evidence than any layout above.
+    return _from_flat(items, mixed=True)
 
 
 def _fits(layout: Layout, items: tuple[Data, ...]) -> bool:
@@ -304,24 +306,31 @@ def _from_structures(items: tuple[Data, ...]) -> Plan:
     an empty plan when any item is not one."""
     readings = Plan()
     for item in items:
-        fields = item.value
-        if (
-            item.type is not _STRUCTURE
-            or type(fields) is not tuple
-            or not 2 <= len(fields) <= 3
-            or fields[0].type is not _OCTET_STRING
-        ):
+        entry = _structure_entry(item)
+        if entry is None:
             return Plan()
-        raw = fields[0].value
-        if not isinstance(raw, bytes) or not _looks_like_obis(raw):
-            return Plan()
-        obis = _obis_from(raw)
-        scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
-        if scaler_unit is None:
-            readings.append((obis, fields[1], None, None, 2, None))
-        else:
-            readings.append((obis, fields[1], *scaler_unit, 2, None))
+        readings.append(entry)
     return readings
+
+
+def _structure_entry(item: Data) -> ReadingPlan | None:
+    """The reading of one ``structure{OBIS, value[, scaler_unit]}``, else None."""
+    fields = item.value
+    if (
+        item.type is not _STRUCTURE
+        or type(fields) is not tuple
+        or not 2 <= len(fields) <= 3
+        or fields[0].type is not _OCTET_STRING
+    ):
+        return None
+    raw = fields[0].value
+    if not isinstance(raw, bytes) or not _looks_like_obis(raw):
+        return None
+    obis = _obis_from(raw)
+    scaler_unit = _scaler_unit(fields[2]) if len(fields) == 3 else None
+    if scaler_unit is None:
+        return (obis, fields[1], None, None, 2, None)
+    return (obis, fields[1], *scaler_unit, 2, None)
 
 
 def _children(item: Data) -> tuple[Data, ...] | None:
@@ -393,11 +402,15 @@ def _scaler_unit(item: Data) -> tuple[int, int] | None:
     return scaler.value, unit.value
 
 
-def _from_flat(items: tuple[Data, ...]) -> Plan:
+def _from_flat(items: tuple[Data, ...], *, mixed: bool = False) -> Plan:
     """``OBIS, value[, scaler_unit], OBIS, value ...`` after optional non-OBIS headers.
 
     A ``null-data, null-data`` pair stands for an object the meter does not have
-    (Kamstrup single-phase meters in three-phase lists) and is skipped.
+    (Kamstrup single-phase meters in three-phase lists) and is skipped. With
+    `mixed`, a ``structure{OBIS, value[, scaler_unit]}`` among the pairs is read as
+    one entry (TINETZ Kaifa: a flat clock pair, then structures), and elements
+    without an OBIS code after the last entry (the Netz NÖ meter number) are left
+    unread: no guessed OBIS.
     """
     start = 0
     while start < len(items) and not _is_obis(items[start]):
@@ -412,7 +425,14 @@ def _from_flat(items: tuple[Data, ...]) -> Plan:
                 return Plan()
             index += 2
             continue
+        entry = _structure_entry(items[index]) if mixed and readings else None
+        if entry is not None:
+            readings.append(entry)
+            index += 1
+            continue
         obis = _obis_of(items[index])
+        if obis is None and mixed and readings and not any(map(_is_obis, items[index:])):
+            break  # a tail of bare values: no OBIS to give them
         if obis is None or index + 1 >= len(items):
             return Plan()
         value = items[index + 1]

@@ -52,6 +52,7 @@ from dlmsd.cosem.readings import (
 )
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.axdr import (
+    MAX_VALUES,
     Data,
     DataType,
     data_json_text,
@@ -100,9 +101,14 @@ class ShapeCache:
     `record` gives exactly its ``to_record()`` and the layout mismatch. Bounded:
     at most 4 shapes per (length, push object list), 4,096 such keys, and shapes
     of 1 MiB of plaintext in all (about 20 MiB of memory, 60 MiB with records).
+
+    `max_values` bounds the decoded body of a push (`decode_data`); a shape is only
+    made from a push that decoded within it and matches only pushes of the same
+    layout, so the shape path keeps the bound too.
     """
 
-    def __init__(self, records: bool = False) -> None:
+    def __init__(self, records: bool = False, max_values: int = MAX_VALUES) -> None:
+        self._max_values = max_values
         # (plaintext length, id of the push object list) -> (that list, its shapes, misses)
         self._shapes: dict[tuple[int, int], _Entry] = {}
         self._records = records  # compile record builders too (for `record`)
@@ -155,7 +161,7 @@ class ShapeCache:
 
     def _full(self, envelope: Envelope, plaintext: bytes, objects: Layout | None) -> Push:
         """The full path for a push no shape matched; compiles a shape now and then."""
-        push = open_decrypted(envelope, plaintext, objects)
+        push = open_decrypted(envelope, plaintext, objects, self._max_values)
         key = (len(plaintext), id(objects))
         self.misses += 1
         entry = self._shapes.get(key)

@@ -9,8 +9,22 @@ body: ~1.5 us.
 
 Robustness rules: every length and element count is checked against the bytes
 present before anything is allocated or looped over (each element needs at
-least one byte), nesting is capped at :data:`MAX_DEPTH`, and only
+least one byte), nesting is capped at :data:`MAX_DEPTH`, one decoded value
+holds at most :data:`MAX_VALUES` values (``max_values``) and at most
+:data:`MAX_VALUES_PER_BYTE` per byte of input, and only
 :class:`~dlmsd.protocol.errors.DlmsError` subclasses escape.
+
+Why a value budget: a tagged value costs at least its tag byte, but a
+compact-array element costs only its description's wire width, and a
+``null-data`` member has none. A 4 KB push (a structure of 2,000 null-data
+members and one unsigned, packed 2,000 times) once expanded to four million
+values. A compact array is charged the values its description makes
+(``TypeDescription.values``) times the most elements its contents can hold,
+and a tagged container its element count, before any element is decoded: the
+budget holds before anything is allocated. The per-byte bound keeps what a
+value costs in proportion to its size: tagged values make at most one per
+byte, honest compact arrays two or three (a structure of n leaves is n + 1
+values in at least n bytes).
 
 Byte-exactness: values keep what the wire said, so ``encode_data(decode)`` gives
 the input back: a boolean byte other than 0/1 stays an ``int``, a NaN float
@@ -42,12 +56,15 @@ from dlmsd.protocol.errors import (
     DecodeError,
     EncodeError,
     LengthError,
+    LimitExceeded,
     TruncatedError,
     UnknownTagError,
 )
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_VALUES",
+    "MAX_VALUES_PER_BYTE",
     "BitString",
     "CompactArray",
     "Data",
@@ -57,6 +74,7 @@ __all__ = [
     "TypeDescription",
     "data_json_text",
     "decode_data",
+    "decode_data_counted",
     "decode_data_exact",
     "decode_length",
     "decode_type_description",
@@ -66,6 +84,13 @@ __all__ = [
 
 #: Deepest nesting of arrays / structures / compact arrays accepted (and produced).
 MAX_DEPTH = 32
+
+#: Most values one `decode_data` call builds by default (every node counts: a structure
+#: of two integers is three). About 10 MB of decoded tree; pushes hold hundreds.
+MAX_VALUES = 100_000
+#: ... and at most this many per byte of input (plus a few, for the smallest inputs).
+MAX_VALUES_PER_BYTE = 8
+_VALUES_SLACK = 64
 
 
 class DataType(enum.IntEnum):
@@ -212,6 +237,9 @@ class TypeDescription:
     # Fewest content octets one element takes; computed once so decoding a
     # compact array never walks the description per element.
     min_width: int = attrs.field(init=False, eq=False, repr=False)
+    # Values one element decodes to (itself included): what it costs the decoder,
+    # whatever its width on the wire (a null-data member has none).
+    values: int = attrs.field(init=False, eq=False, repr=False)
 
     @min_width.default
     def _compute_min_width(self) -> int:
@@ -220,6 +248,14 @@ class TypeDescription:
         if self.type == DataType.STRUCTURE:
             return sum(child.min_width for child in self.children)
         return _PACKED_WIDTH.get(self.type, 1)
+
+    @values.default
+    def _compute_values(self) -> int:
+        if self.type == DataType.ARRAY:
+            return 1 + (self.count * self.children[0].values if self.children else 0)
+        if self.type == DataType.STRUCTURE:
+            return 1 + sum(child.values for child in self.children)
+        return 1
 
     @classmethod
     def array_of(cls, count: int, element: TypeDescription) -> TypeDescription:
@@ -518,27 +554,70 @@ def _truncated(what: str, offset: int) -> TruncatedError:
     return TruncatedError(f"A-XDR {what} truncated", offset)
 
 
-def decode_data(buf: Buffer, offset: int = 0) -> tuple[Data, int]:
-    """Decode one A-XDR value at ``offset``; return ``(value, new_offset)``."""
+def decode_data(buf: Buffer, offset: int = 0, max_values: int = MAX_VALUES) -> tuple[Data, int]:
+    """Decode one A-XDR value at ``offset``; return ``(value, new_offset)``.
+
+    A value that would hold more than `max_values` values, or more than
+    `MAX_VALUES_PER_BYTE` per byte from `offset` on (nested ones and compact-array
+    elements included), raises :class:`LimitExceeded` before they are built.
+    """
     if not isinstance(buf, bytes):
         buf = bytes(buf)
     if offset < 0 or offset >= len(buf):
         raise TruncatedError("A-XDR data missing", offset)
-    return _decode(buf, offset + 1, len(buf), 0, buf[offset])
+    limit = min(max_values, MAX_VALUES_PER_BYTE * (len(buf) - offset) + _VALUES_SLACK)
+    return _decode(buf, offset + 1, len(buf), 0, buf[offset], [limit - 1, limit, max_values])
 
 
-def decode_data_exact(buf: Buffer) -> Data:
+def decode_data_counted(
+    buf: Buffer, offset: int = 0, max_values: int = MAX_VALUES
+) -> tuple[Data, int, int]:
+    """`decode_data`, and the values it charged to its budget: for callers that decode
+    several values out of one input and hold them to one budget together."""
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    if offset < 0 or offset >= len(buf):
+        raise TruncatedError("A-XDR data missing", offset)
+    limit = min(max_values, MAX_VALUES_PER_BYTE * (len(buf) - offset) + _VALUES_SLACK)
+    budget = [limit - 1, limit, max_values]
+    value, end = _decode(buf, offset + 1, len(buf), 0, buf[offset], budget)
+    return value, end, limit - budget[0]
+
+
+def decode_data_exact(buf: Buffer, max_values: int = MAX_VALUES) -> Data:
     """Decode a buffer that holds exactly one A-XDR value (trailing bytes raise)."""
-    value, end = decode_data(buf, 0)
+    value, end = decode_data(buf, 0, max_values)
     if end != len(buf):
         raise DecodeError(f"{len(buf) - end} trailing bytes after A-XDR data", end)
     return value
 
 
-def _decode(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Data, int]:
+# The value budget of one decode_data call: [values still allowed, the limit,
+# max_values] (a list: one mutable cell shared down the recursion, cheaper than an object).
+_Budget: TypeAlias = list[int]
+
+
+def _over_budget(budget: _Budget, wanted: int, offset: int) -> LimitExceeded:
+    _left, limit, max_values = budget
+    which = (
+        f"max {max_values:,} values"
+        if limit == max_values
+        else f"{MAX_VALUES_PER_BYTE} values per byte of input"
+    )
+    return LimitExceeded(
+        f"A-XDR value expands to more than {limit:,} values ({wanted:,} wanted at once"
+        f" here; limit: {which})",
+        offset,
+    )
+
+
+def _decode(
+    buf: bytes, off: int, limit: int, depth: int, tag: int, budget: _Budget
+) -> tuple[Data, int]:
     """Decode the body of a value whose tag (at ``off - 1``) was ``tag``.
 
-    ``limit`` is where the enclosing container's bytes end.
+    ``limit`` is where the enclosing container's bytes end; ``budget`` is charged
+    for the values a container or compact array holds before they are built.
     """
     if tag == 2 or tag == 1:  # structure / array
         if depth >= MAX_DEPTH:
@@ -554,6 +633,9 @@ def _decode(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Dat
                 raise _truncated("element count", off)
         if count > limit - off:  # every element needs its tag byte
             raise TruncatedError(f"A-XDR container announces {count} elements", off)
+        budget[0] -= count
+        if budget[0] < 0:
+            raise _over_budget(budget, count, off)
         items = []
         depth += 1
         for _ in range(count):
@@ -585,7 +667,7 @@ def _decode(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Dat
                     items.append(item)
                     off = end
                     continue
-            item, off = _decode(buf, off + 1, limit, depth, child_tag)
+            item, off = _decode(buf, off + 1, limit, depth, child_tag, budget)
             items.append(item)
         result: Data = _new(Data)
         _set_type(result, _STRUCTURE if tag == 2 else _ARRAY)
@@ -617,10 +699,12 @@ def _decode(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Dat
         _set_type(result, _OCTET_STRING)
         _set_value(result, buf[off:end])
         return result, end
-    return _decode_rare(buf, off, limit, depth, tag)
+    return _decode_rare(buf, off, limit, depth, tag, budget)
 
 
-def _decode_rare(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tuple[Data, int]:
+def _decode_rare(
+    buf: bytes, off: int, limit: int, depth: int, tag: int, budget: _Budget
+) -> tuple[Data, int]:
     """The tags that pushes seldom carry; same contract as :func:`_decode`."""
     if tag == 0 or tag == 255:
         return _make(DataType.NULL_DATA if tag == 0 else DataType.DONT_CARE, None), off
@@ -672,12 +756,22 @@ def _decode_rare(buf: bytes, off: int, limit: int, depth: int, tag: int) -> tupl
         end = off + size
         if end > limit:
             raise _truncated("compact-array contents", off)
-        elements = _decode_compact_contents(buf, off, end, description, depth + 1)
+        elements = _decode_compact_contents(buf, off, end, description, depth + 1, budget)
         return _make(DataType.COMPACT_ARRAY, CompactArray(description, elements)), end
     raise UnknownTagError(f"unknown A-XDR data tag {tag}", off - 1)
 
 
 # -- compact arrays --------------------------------------------------------------------
+_LEAF_DESCRIPTIONS: dict[DataType, TypeDescription] = {
+    t: TypeDescription(t)
+    for t in DataType
+    if t not in (DataType.ARRAY, DataType.STRUCTURE, DataType.COMPACT_ARRAY)
+}
+_LEAF_BY_TAG: list[TypeDescription | None] = [None] * 256
+for _leaf in _LEAF_DESCRIPTIONS.values():
+    _LEAF_BY_TAG[_leaf.type] = _leaf
+
+
 def decode_type_description(buf: Buffer, offset: int = 0) -> tuple[TypeDescription, int]:
     """Decode a compact-array TypeDescription; return ``(description, new_offset)``."""
     if not isinstance(buf, bytes):
@@ -709,14 +803,22 @@ def _decode_description(
             raise TruncatedError(f"type description announces {count} members", off)
         members = []
         for _ in range(count):
+            # Leaf members inline: no call each.
+            leaf = _LEAF_BY_TAG[buf[off]] if off < limit else None
+            if leaf is not None:
+                members.append(leaf)
+                off += 1
+                continue
             member, off = _decode_description(buf, off, limit, depth + 1)
             members.append(member)
         return TypeDescription(DataType.STRUCTURE, count, tuple(members)), off
-    return TypeDescription(data_type), off
+    # Leaves are immutable values: one shared instance per type (a description of
+    # thousands of members then costs a lookup each, not an attrs construction).
+    return _LEAF_DESCRIPTIONS[data_type], off
 
 
 def _decode_compact_contents(
-    buf: bytes, off: int, end: int, description: TypeDescription, depth: int
+    buf: bytes, off: int, end: int, description: TypeDescription, depth: int, budget: _Budget
 ) -> tuple[Data, ...]:
     if off == end:
         return ()
@@ -726,16 +828,24 @@ def _decode_compact_contents(
         raise DecodeError("compact-array of zero-width elements has contents", off)
     if width > end - off:
         raise _truncated("compact-array element", off)
+    # Charged before any element is decoded: as many elements as the contents can
+    # hold (each takes at least `width` octets), each costing the values its
+    # description makes, whatever its wire width (null-data members have none).
+    wanted = (end - off) // width * description.values
+    budget[0] -= wanted
+    if budget[0] < 0:
+        raise _over_budget(budget, wanted, off)
     elements = []
     while off < end:
-        element, off = _decode_packed(buf, off, end, description, depth)
+        element, off = _decode_packed(buf, off, end, description, depth, budget)
         elements.append(element)
     return tuple(elements)
 
 
 def _decode_packed(
-    buf: bytes, off: int, limit: int, description: TypeDescription, depth: int
+    buf: bytes, off: int, limit: int, description: TypeDescription, depth: int, budget: _Budget
 ) -> tuple[Data, int]:
+    """One packed element; its values were charged to ``budget`` by the caller."""
     data_type = description.type
     if data_type == DataType.ARRAY or data_type == DataType.STRUCTURE:
         if depth >= MAX_DEPTH:
@@ -752,11 +862,11 @@ def _decode_packed(
             children = list(description.children)
         items = []
         for child in children:
-            item, off = _decode_packed(buf, off, limit, child, depth + 1)
+            item, off = _decode_packed(buf, off, limit, child, depth + 1, budget)
             items.append(item)
         return _make(data_type, tuple(items)), off
     # A simple type: its body is exactly the tagged encoding minus the tag.
-    return _decode(buf, off, limit, depth, data_type)
+    return _decode(buf, off, limit, depth, data_type, budget)
 
 
 # -- encoding --------------------------------------------------------------------------

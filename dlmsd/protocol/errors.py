@@ -39,6 +39,10 @@ class LengthError(DecodeError):
     """A length field is impossible or exceeds a limit."""
 
 
+class LimitExceeded(LengthError):
+    """Valid so far, but more than a documented limit allows (values per APDU)."""
+
+
 class UnknownTagError(DecodeError):
     """A tag, choice or enum value that the standard (or we) do not define."""
 
@@ -76,6 +80,7 @@ _KINDS: dict[type[DlmsError], str] = {
     DecodeError: "malformed",
     TruncatedError: "truncated",
     LengthError: "length",
+    LimitExceeded: "limit",
     UnknownTagError: "unknown_tag",
     ChecksumError: "checksum",
     EncodeError: "encode",

@@ -88,7 +88,7 @@ class Framing:
 FRAMINGS: dict[str, Framing] = {}
 
 #: Modules that register further framings when imported (see :func:`load_framings`).
-FRAMING_MODULES: list[str] = []
+FRAMING_MODULES: list[str] = ["dlmsd.protocol.mbus_framing"]
 
 #: How many bytes :func:`detect` looks at before it gives up.
 DETECT_WINDOW = 4096

@@ -20,7 +20,7 @@ import attrs
 
 from dlmsd.cosem.readings import Layout, Reading, extract_readings_checked, readings_json_text
 from dlmsd.protocol.apdus.notification import DataNotification
-from dlmsd.protocol.axdr import data_json_text
+from dlmsd.protocol.axdr import MAX_VALUES, data_json_text
 from dlmsd.protocol.ciphered import (
     CIPHERED_TAGS,
     GeneralCiphering,
@@ -34,7 +34,7 @@ from dlmsd.protocol.errors import DecodeError, TruncatedError, UnsupportedSecuri
 from dlmsd.protocol.security import SecurityControl, Suite0Cipher
 
 DATA_NOTIFICATION = 0x0F
-_UNSUPPORTED_BITS = 0x8F  # suite id (bits 0-3) other than 0, compression (bit 7)
+_UNSUPPORTED_BITS = 0x8E  # suite id (bits 0-3) other than 0 or 1, compression (bit 7)
 _AUTH_OR_ENC = SecurityControl.AUTH | SecurityControl.ENC
 _SC_IC_LENGTH = 5  # security control and invocation counter before the payload
 _COUNTER = struct.Struct(">I")
@@ -175,7 +175,9 @@ def _peel_decoded(apdu: bytes, system_title: bytes | None) -> Envelope:
     # Bit tests on the byte rather than a SecurityControl object: this runs per push.
     control = container.security_control
     if control & _UNSUPPORTED_BITS:
-        raise UnsupportedSecurity(f"security control 0x{control:02X} is not suite 0 uncompressed")
+        raise UnsupportedSecurity(
+            f"security control 0x{control:02X} is not suite 0 or 1 uncompressed"
+        )
     if not control & _AUTH_OR_ENC:
         raise UnsupportedSecurity("ciphered APDU with neither authentication nor encryption")
     return Envelope(
@@ -225,9 +227,13 @@ def open_push(
 
 
 def open_decrypted(
-    envelope: Envelope, plaintext: bytes, push_object_list: Layout | None = None
+    envelope: Envelope,
+    plaintext: bytes,
+    push_object_list: Layout | None = None,
+    max_values: int = MAX_VALUES,
 ) -> Push:
-    """Decode the notification of an envelope whose plaintext is already known."""
+    """Decode the notification of an envelope whose plaintext is already known (a body of
+    more than `max_values` values raises LimitExceeded before it is built)."""
     if not plaintext or plaintext[0] != DATA_NOTIFICATION:
         raise DecodeError(
             f"expected a DataNotification (0x0F), got tag 0x{plaintext[0]:02X}"
@@ -235,7 +241,7 @@ def open_decrypted(
             else "empty plaintext",
             0,
         )
-    notification = DataNotification.from_bytes(plaintext)
+    notification = DataNotification.from_bytes(plaintext, max_values)
     readings, mismatch = extract_readings_checked(
         notification.body, push_object_list, notification.body_descriptors
     )

@@ -1,5 +1,5 @@
 """Security suite 0 (AES-GCM-128, 12-byte tags): the security control byte, the
-cipher, HLS-GMAC and RFC 3394 key wrap.
+cipher, HLS-GMAC and RFC 3394 key wrap. Suite 1 ciphers APDUs the same way.
 
 Wire facts (Green Book, fact sheet section 4): IV = system title (8) | invocation
 counter (4, big-endian). Authenticated encryption (SC 0x30) uses AAD = SC | AK;
@@ -56,15 +56,19 @@ _AUTH = 0x10
 _ENC = 0x20
 _BROADCAST = 0x40
 _COMPRESSED = 0x80
-# Bits that make a security control byte unusable for suite 0: any suite id but
-# 0, and compression (we have no V.44 decompressor).
-_UNSUPPORTED_BITS = _SUITE_MASK | _COMPRESSED
+# Bits that make a security control byte unusable here: a suite id other than 0
+# or 1, and compression (we have no V.44 decompressor). Suite 1 ciphers APDUs with
+# the same AES-GCM-128 as suite 0 (Green Book, security suites: 0 and 1 differ in
+# key agreement and signatures only); Austrian M-Bus interfaces send SC 0x21.
+_UNSUPPORTED_BITS = (_SUITE_MASK & ~1) | _COMPRESSED
 # Encryption-only mode is AES-CTR starting at J0 + 1 = IV | 00000002.
 _CTR_START = b"\x00\x00\x00\x02"
 # The SC byte that starts the AAD, for every SC value with authentication that
 # `_mode` lets through. Shared by all ciphers: a per-cipher table of SC | AK
 # prefixes cost ~420 bytes for each meter that has pushed (100k-meter key stores).
-_SC_BYTE = {sc: bytes((sc,)) for sc in (0x10, 0x30, 0x50, 0x70)}
+_SC_BYTE = {
+    sc | suite: bytes((sc | suite,)) for sc in (0x10, 0x30, 0x50, 0x70) for suite in (0, 1)
+}
 
 
 @attrs.frozen(slots=True)
@@ -144,12 +148,18 @@ class Suite0Cipher:
     def __init__(
         self,
         encryption_key: bytes,
-        authentication_key: bytes,
+        authentication_key: bytes | None,
         *,
         allow_encryption_only: bool = False,
     ) -> None:
         ek = _check_key("encryption key", encryption_key)
-        self._ak = _check_key("authentication key", authentication_key)
+        # None: a meter that only ever sends encryption-only APDUs (M-Bus customer
+        # interfaces get one key); every authenticated form is then refused.
+        self._ak = (
+            None
+            if authentication_key is None
+            else _check_key("authentication key", authentication_key)
+        )
         self.allow_encryption_only = allow_encryption_only
         # Built once per key: creating algorithms.AES per frame costs measurably.
         self._aes = algorithms.AES(ek)
@@ -184,6 +194,13 @@ class Suite0Cipher:
                 f"invocation counter must be 0..2**32-1, got {invocation_counter}"
             ) from None
 
+    def _authentication_key(self) -> bytes:
+        if self._ak is None:
+            raise UnsupportedSecurity(
+                "no authentication key for this meter: only encryption-only APDUs"
+            )
+        return self._ak
+
     def _mode(self, security_control: int) -> int:
         if security_control & _UNSUPPORTED_BITS or security_control >> 8:
             if not 0 <= security_control <= 0xFF:
@@ -191,7 +208,7 @@ class Suite0Cipher:
             if security_control & _COMPRESSED:
                 raise UnsupportedSecurity("compressed APDUs are not supported")
             raise UnsupportedSecurity(
-                f"security suite {security_control & _SUITE_MASK} is not supported (only 0)"
+                f"security suite {security_control & _SUITE_MASK} is not supported (only 0 and 1)"
             )
         mode = security_control & (_AUTH | _ENC)
         if not mode:
@@ -235,7 +252,7 @@ class Suite0Cipher:
             )
         body = payload[:-TAG_LENGTH]
         gcm = Cipher(self._aes, modes.GCM(iv, payload[-TAG_LENGTH:], TAG_LENGTH)).decryptor()
-        aad = _SC_BYTE[security_control] + self._ak + extra_aad
+        aad = _SC_BYTE[security_control] + self._authentication_key() + extra_aad
         if mode == _AUTH:
             gcm.authenticate_additional_data(aad + body)
             plaintext = body
@@ -269,7 +286,7 @@ class Suite0Cipher:
             ctr = Cipher(self._aes, modes.CTR(iv + _CTR_START)).encryptor()
             return ctr.update(plaintext) + ctr.finalize()
         gcm = Cipher(self._aes, modes.GCM(iv)).encryptor()
-        aad = _SC_BYTE[security_control] + self._ak + extra_aad
+        aad = _SC_BYTE[security_control] + self._authentication_key() + extra_aad
         if mode == _AUTH:
             gcm.authenticate_additional_data(aad + plaintext)
             gcm.finalize()

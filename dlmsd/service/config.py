@@ -53,9 +53,19 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the key path and the reason."""
 
 
+DEFAULT_MAX_PUSH_VALUES = 100_000
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
 @attrs.frozen(slots=True)
 class DaemonConfig:
-    """``[daemon]``: where state lives and how logs are written."""
+    """``[daemon]``: where state lives and how logs are written.
+
+    `max_push_values` bounds what one push may decode to (values in its body,
+    compact-array elements counted by what their description makes), checked
+    before they are built; `max_record_bytes` bounds one push's record text.
+    A push over either is refused as ``oversize``.
+    """
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_format: str = "text"
@@ -63,6 +73,8 @@ class DaemonConfig:
     # namespace (``"dlmsd.sinks" = "debug"``; a namespace covers its children).
     log_level: str = "info"
     log_levels: Mapping[str, str] = attrs.field(factory=dict)
+    max_push_values: int = DEFAULT_MAX_PUSH_VALUES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -154,21 +166,70 @@ class ListenersConfig:
     tcp: tuple[TcpListenerConfig, ...] = ()
     hdlc_serial: tuple[HdlcSerialListenerConfig, ...] = ()
     hdlc_tcp: tuple[HdlcTcpListenerConfig, ...] = ()
+    mbus_serial: tuple[MbusSerialListenerConfig, ...] = ()
+    mbus_tcp: tuple[MbusTcpListenerConfig, ...] = ()
 
     @property
     def names(self) -> list[str]:
-        return [
-            listener.name
-            for group in (self.udp, self.tcp, self.hdlc_serial, self.hdlc_tcp)
-            for listener in group
-        ]
+        groups: tuple[tuple[Any, ...], ...] = (
+            self.udp,
+            self.tcp,
+            self.hdlc_serial,
+            self.hdlc_tcp,
+            self.mbus_serial,
+            self.mbus_tcp,
+        )
+        return [listener.name for group in groups for listener in group]
+
+
+@attrs.frozen(slots=True)
+class MbusSerialListenerConfig:
+    """``[[listeners.mbus_serial]]``: wired M-Bus pushes (EN 13757-2 long frames carrying
+    DLMS) on a serial line: the customer interface of Austrian meters, 2400 baud 8E1.
+
+    One port serves one meter: `system_title` (16 hex characters) or `meter` (its key
+    store name) attributes pushes that carry no system title.
+    """
+
+    name: str
+    device: str
+    baudrate: int = 2400
+    bytesize: int = 8
+    parity: str = "E"
+    stopbits: int = 1
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    reopen_delay: float = 5.0
+    system_title: bytes | None = None
+    meter: str | None = None
+
+
+@attrs.frozen(slots=True)
+class MbusTcpListenerConfig:
+    """``[[listeners.mbus_tcp]]``: wired M-Bus pushes over TCP (a serial-to-TCP bridge in
+    front of one meter's customer interface connects to this port)."""
+
+    name: str
+    address: str = "0.0.0.0"
+    port: int = 4061
+    idle_timeout: float = 300.0
+    max_connections: int = 10_000
+    max_apdu_size: int = DEFAULT_MAX_FRAME_SIZE
+    system_title: bytes | None = None
+    meter: str | None = None
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 
 
 @attrs.frozen(slots=True)
 class KeysConfig:
-    """``[keys]``: the key store files, merged in order."""
+    """``[keys]``: the key store files, merged in order.
+
+    `reload_max_drop`: the share of loaded meters a SIGHUP reload may drop (0..1);
+    a reload that drops more, or all of them, is refused (old keys kept) unless
+    forced with ``dlmsd keys reload --force``; 1.0 turns the check off.
+    """
 
     files: tuple[Path, ...]
+    reload_max_drop: float = 0.5
 
 
 @attrs.frozen(slots=True)
@@ -194,6 +255,8 @@ class SinkConfig:
     name: str
     batch_size: int = 500
     retry_backoff: float = 1.0
+    # The longest wait between retries of a failing sink (the backoff doubles up to it).
+    retry_backoff_max: float = 10.0
     options: Mapping[str, Any] = attrs.field(factory=dict)
     path: str = "sinks[0]"
 
@@ -304,6 +367,12 @@ def _daemon(table: _Table) -> DaemonConfig:
         log_format=table.choice("log_format", LOG_FORMATS, "text"),
         log_level=table.choice("log_level", LOG_LEVELS, "info"),
         log_levels=_log_levels(table),
+        max_push_values=table.integer(
+            "max_push_values", DEFAULT_MAX_PUSH_VALUES, 100, 100_000_000
+        ),
+        max_record_bytes=table.integer(
+            "max_record_bytes", DEFAULT_MAX_RECORD_BYTES, 4096, 1 << 30
+        ),
     )
 
 
@@ -328,6 +397,12 @@ def _listeners(table: _Table) -> ListenersConfig:
         ),
         hdlc_tcp=tuple(
             _hdlc_tcp(item) for item in table.tables("hdlc_tcp", HdlcTcpListenerConfig)
+        ),
+        mbus_serial=tuple(
+            _mbus_serial(item) for item in table.tables("mbus_serial", MbusSerialListenerConfig)
+        ),
+        mbus_tcp=tuple(
+            _mbus_tcp(item) for item in table.tables("mbus_tcp", MbusTcpListenerConfig)
         ),
     )
     _unique(listeners.names, "listeners", "listener name")
@@ -420,7 +495,42 @@ def _keys(table: _Table) -> KeysConfig:
     files = table.paths("files")
     if not files:
         raise ConfigError(f"{table.key('files')}: at least one key file is required")
-    return KeysConfig(files=files)
+    return KeysConfig(
+        files=files,
+        reload_max_drop=table.number("reload_max_drop", 0.5, minimum=0.0, maximum=1.0),
+    )
+
+
+def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
+    device = table.string("device")
+    return MbusSerialListenerConfig(
+        name=table.string("name", f"mbus_serial:{device}"),
+        device=device,
+        baudrate=table.integer("baudrate", 2400, 50, 10_000_000),
+        bytesize=table.integer("bytesize", 8, 5, 8),
+        parity=table.choice("parity", PARITIES, "E"),
+        stopbits=table.integer("stopbits", 1, 1, 2),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
+        system_title=table.system_title("system_title"),
+        meter=_meter_name(table),
+    )
+
+
+def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
+    address = table.string("address", "0.0.0.0")
+    port = table.port("port", 4061)
+    return MbusTcpListenerConfig(
+        name=table.string("name", f"mbus_tcp:{address}:{port}"),
+        address=address,
+        port=port,
+        idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
+        max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
+        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
+        system_title=table.system_title("system_title"),
+        meter=_meter_name(table),
+        max_connections_per_source=_per_source(table),
+    )
 
 
 def _metrics(table: _Table) -> MetricsConfig:
@@ -432,7 +542,7 @@ def _metrics(table: _Table) -> MetricsConfig:
     )
 
 
-_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff"})
+_SINK_COMMON = frozenset({"type", "name", "batch_size", "retry_backoff", "retry_backoff_max"})
 
 
 def _sinks(root: _Table) -> tuple[SinkConfig, ...]:
@@ -450,11 +560,15 @@ _BATCH_DEFAULTS = {"mqtt": 1000}
 
 def _sink(table: _Table) -> SinkConfig:
     kind = table.string("type")
+    retry_backoff = table.number("retry_backoff", 1.0, minimum=0.001)
     return SinkConfig(
         type=kind,
         name=table.string("name", kind),
         batch_size=table.integer("batch_size", _BATCH_DEFAULTS.get(kind, 500), 1, 1_000_000),
-        retry_backoff=table.number("retry_backoff", 1.0, minimum=0.001),
+        retry_backoff=retry_backoff,
+        retry_backoff_max=table.number(
+            "retry_backoff_max", max(10.0, retry_backoff), minimum=retry_backoff
+        ),
         # The sink type's factory validates its own keys (`sink_error_path` names them).
         options={key: value for key, value in table.items() if key not in _SINK_COMMON},
         path=table.path_text,

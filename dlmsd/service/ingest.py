@@ -18,7 +18,8 @@ what is staged meanwhile goes in the next, so a slower (shared) database makes
 batches bigger instead of queueing transactions. A shared database may refuse
 some staged pushes at commit (another daemon accepted them first): they are
 counted as ``replay``. While the database is unreachable every push is refused
-as ``state_unavailable``, never accepted without the check.
+as ``state_unavailable``, never accepted without the check; while its disk is
+full, as ``disk_full`` (one warning when it fills, one line when space returns).
 
 Bad input never raises out of `Ingest.handle_apdu`: protocol errors become a
 rejection reason, anything else is a bug that is logged with its traceback,
@@ -42,13 +43,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dlmsd.cosem.shapes import ShapeCache
-from dlmsd.protocol.errors import AuthenticationFailed, DlmsError
+from dlmsd.protocol.errors import AuthenticationFailed, DlmsError, LimitExceeded
 from dlmsd.protocol.push import peel
+from dlmsd.service.config import DEFAULT_MAX_PUSH_VALUES, DEFAULT_MAX_RECORD_BYTES
 from dlmsd.service.keystore import KeyStore, MeterEntry, display_id
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.quarantine import LogRateLimiter, Quarantine
 from dlmsd.service.state import (
     AcceptedPush,
+    StateDiskFull,
     StateError,
     escape_line_breaks,
     make_record_id,
@@ -73,6 +76,7 @@ class RejectReason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     SPOOL_FULL = "spool_full"
     STATE_UNAVAILABLE = "state_unavailable"
+    DISK_FULL = "disk_full"
 
 
 @attrs.frozen(slots=True)
@@ -89,6 +93,10 @@ class Outcome:
 
 ACCEPTED = Outcome(True)
 _REJECTED = {reason: Outcome(False, reason) for reason in RejectReason}
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _utc_text(moment: float) -> str:
@@ -119,6 +127,8 @@ class Ingest:
         log_interval: float = 300.0,
         commit_interval_max: float | None = None,
         clock: Callable[[], float] = time.time,
+        max_push_values: int = DEFAULT_MAX_PUSH_VALUES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.keystore = keystore
         self.state = state
@@ -140,7 +150,13 @@ class Ingest:
         self._plaintext_ids = itertools.count()
         self._stamp_bucket = -1
         self._stamp_text = ""
-        self._shapes = ShapeCache()
+        # Pushes refused since the state disk filled up (None: it has room): one
+        # warning when it fills, one line when space returns, none per commit between.
+        self._disk_full_refused: int | None = None
+        self._shapes = ShapeCache(max_values=max_push_values)
+        self._max_record_bytes = max_record_bytes
+        # A text of n characters is n..4n bytes of UTF-8: below this, no need to count.
+        self._record_chars = max_record_bytes // 4
         # Bound once: these run for every frame.
         self._observe_decode = metrics.decode_seconds.observe
         self._per_meter = metrics.meter_pushes
@@ -244,8 +260,19 @@ class Ingest:
                 entry.layout,
                 f'{fields},"record_id":{encode_basestring(record_id)}',
             )
+        except LimitExceeded as error:
+            return self.reject(RejectReason.OVERSIZE, source, transport, str(error), entry)
         except DlmsError as error:
             return self.reject(RejectReason.MALFORMED, source, transport, str(error), entry)
+        if len(text) > self._record_chars and _utf8_size(text) > self._max_record_bytes:
+            return self.reject(
+                RejectReason.OVERSIZE,
+                source,
+                transport,
+                f"record of {_utf8_size(text):,} bytes over max_record_bytes"
+                f" ({self._max_record_bytes:,})",
+                entry,
+            )
         mismatch = self._shapes.layout_mismatch
         if mismatch is not None:
             self._layout_mismatch(entry, source, transport, mismatch)
@@ -410,6 +437,13 @@ class Ingest:
         return self._commit_interval
 
     def _committed(self, result: CommitResult, meters: list[str]) -> int:
+        if self._disk_full_refused is not None:
+            self.log.info(
+                "state disk has room again: pushes accepted; {count} were refused while it"
+                " was full",
+                count=self._disk_full_refused,
+            )
+            self._disk_full_refused = None
         if result.refused:
             # The shared database saw these first from another daemon (or an
             # earlier copy of the frame): replays, caught by the atomic check.
@@ -439,6 +473,19 @@ class Ingest:
     def _commit_failed(self, failure: Any, staged: int) -> int:
         # Nothing of the batch was accepted; the store set its counters back.
         error = failure.value
+        if isinstance(error, StateDiskFull):
+            if self._disk_full_refused is None:
+                self._disk_full_refused = 0
+                self.log.warn(
+                    "push rejected: {reason}: the state disk is full; refusing pushes (none"
+                    " accepted, counters kept, meters may retransmit) until space returns:"
+                    " {error}",
+                    reason=RejectReason.DISK_FULL.value,
+                    error=str(error),
+                )
+            self._disk_full_refused += staged
+            self.metrics.pushes_rejected.labels(RejectReason.DISK_FULL).inc(staged)
+            return 0
         if isinstance(error, StateUnavailable):
             self.log.critical(
                 "state database unreachable: {count} pushes refused, none accepted: {error}",

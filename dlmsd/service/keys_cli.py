@@ -1,4 +1,4 @@
-"""`dlmsd keys add|list|check`: manage a key store file without ever printing keys.
+"""`dlmsd keys add|list|check|reload`: manage a key store file without ever printing keys.
 
 `add` appends a meter table to the file's text (comments and layout are kept),
 validates the whole result as the daemon would, and replaces the file
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from dlmsd.keysource import AK_ENV, EK_ENV, KeySourceError, add_key_options, resolve_keys
 from dlmsd.service.keystore import (
     DEFAULT_SECURITY,
     SECURITY_FORMS,
@@ -29,7 +30,6 @@ from dlmsd.service.keystore import (
 EXIT_OK = 0
 EXIT_ERROR = 2
 
-_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -39,7 +39,7 @@ class _UsageError(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``keys add|list|check`` to the ``dlmsd`` command's subparsers."""
+    """Add ``keys add|list|check|reload`` to the ``dlmsd`` command's subparsers."""
     keys = subparsers.add_parser(
         "keys",
         help="manage a key store file (never prints keys)",
@@ -51,12 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add = sub.add_parser("add", help="add a meter (creates the file with mode 0600)")
     add.add_argument("system_title", metavar="SYSTEM_TITLE", help="16 hex characters")
     add.add_argument("--name", help="a name for logs and records")
-    given = add.add_mutually_exclusive_group(required=True)
-    given.add_argument("--ek", metavar="HEX", help="encryption key, 32 hex characters")
-    given.add_argument(
+    add_key_options(
+        add, keys_help="another key store file: copy the keys of its SYSTEM_TITLE entry"
+    )
+    add.add_argument(
         "--generate", action="store_true", help="generate random keys (read them from the file)"
     )
-    add.add_argument("--ak", metavar="HEX", help="authentication key, 32 hex characters")
     add.add_argument(
         "--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
@@ -76,6 +76,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = sub.add_parser("check", help="validate a key file and its permissions")
     check.add_argument("--file", required=True, type=Path, help="the key store file")
     check.set_defaults(func=run_check)
+
+    from dlmsd.service.keys_reload import register_reload
+
+    register_reload(sub)
 
 
 def _fail(command: str, message: str, err: TextIO | None = None) -> int:
@@ -148,24 +152,26 @@ def _meter_block(args: Any) -> str:
     title = args.system_title
     if not _HEX16.fullmatch(title):
         raise _UsageError("SYSTEM_TITLE must be 16 hex characters (8 bytes)")
+    authentication_key: str | None
     if args.generate:
-        if args.ak:
-            raise _UsageError("--ak goes with --ek, not with --generate")
+        if args.ek or args.ak or args.keys:
+            raise _UsageError("--generate makes the keys: no --ek, --ak or --keys with it")
         encryption_key = secrets.token_hex(16).upper()
         authentication_key = secrets.token_hex(16).upper()
     else:
-        if not args.ak:
-            raise _UsageError("--ek needs --ak (or use --generate)")
-        for option, value in (("--ek", args.ek), ("--ak", args.ak)):
-            if not _HEX32.fullmatch(value):
-                raise _UsageError(f"{option} must be 32 hex characters")
-        encryption_key = args.ek.upper()
-        authentication_key = args.ak.upper()
+        # An encryption-only meter (M-Bus customer interface) has one key.
+        encryption_only = not set(args.security or DEFAULT_SECURITY) & {"auth", "auth+enc"}
+        encryption, authentication = _given_keys(
+            args, bytes.fromhex(title), need_ak=not encryption_only
+        )
+        encryption_key = encryption.hex().upper()
+        authentication_key = authentication.hex().upper() if authentication else None
     lines = [f"[meters.{title.upper()}]"]
     if args.name is not None:
         lines.append(f"name = {_toml_string(args.name)}")
     lines.append(f'encryption_key = "{encryption_key}"')
-    lines.append(f'authentication_key = "{authentication_key}"')
+    if authentication_key is not None:
+        lines.append(f'authentication_key = "{authentication_key}"')
     labels = []
     for item in args.label:
         key, sep, value = item.partition("=")
@@ -179,6 +185,36 @@ def _meter_block(args: Any) -> str:
         forms = ", ".join(_toml_string(form) for form in dict.fromkeys(security))
         lines.append(f"security = [{forms}]")
     return "\n".join(lines) + "\n"
+
+
+def _given_keys(args: Any, title: bytes, *, need_ak: bool) -> tuple[bytes, bytes | None]:
+    """EK and AK from --keys FILE, --ek/--ak (hex or - for stdin) or DLMSD_EK/DLMSD_AK.
+
+    The AK may be absent only where the meter is encryption-only (``need_ak`` false).
+    """
+    try:
+        given = resolve_keys(args.keys, args.ek, args.ak)
+    except KeySourceError as error:
+        raise _UsageError(str(error)) from None
+    if given.store is not None:
+        entry = given.store.lookup(title)
+        if entry is None or entry.encryption_key is None:
+            raise _UsageError(f"{args.keys}: no keys for meters.{title.hex().upper()}")
+        if need_ak and entry.authentication_key is None:
+            raise _UsageError(
+                f"{args.keys}: no authentication key for meters.{title.hex().upper()}"
+            )
+        return entry.encryption_key, entry.authentication_key
+    if given.loose is None:
+        raise _UsageError(
+            f"no keys: give --keys FILE, --ek/--ak (- reads stdin), {EK_ENV}/{AK_ENV},"
+            " or --generate"
+        )
+    if given.loose.ek is None:
+        raise _UsageError(f"--ek (or {EK_ENV}) is required")
+    if need_ak and given.loose.ak is None:
+        raise _UsageError(f"both keys are needed: --ek and --ak (or {EK_ENV} and {AK_ENV})")
+    return given.loose.ek, given.loose.ak
 
 
 def _toml_string(text: str) -> str:

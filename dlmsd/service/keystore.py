@@ -8,6 +8,10 @@ A key file is TOML with one table per meter, keyed by system title in hex::
     authentication_key = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
     labels = { site = "north" }
     security = ["auth+enc"]                      # allowed forms; this is the default
+                                                 # ("enc": encryption only, no tag, as
+                                                 # M-Bus customer interfaces send; a
+                                                 # meter allowing only "enc"/"none" may
+                                                 # omit authentication_key)
     push_object_list = ["0-0:1.0.0*255:2", "7-0:3.0.0*255:2"]
     # or, instead of push_object_list, a built-in layout (dlmsd.cosem.profiles):
     # profile = "kaifa-ma304-list3-3p"
@@ -45,6 +49,7 @@ from dlmsd.service.readback_settings import (
 
 SECURITY_FORMS = ("none", "auth", "enc", "auth+enc")
 DEFAULT_SECURITY: frozenset[str] = frozenset({"auth+enc"})
+_AUTHENTICATED_FORMS = frozenset({"auth", "auth+enc"})
 
 _METER_KEYS = frozenset(
     {
@@ -118,8 +123,12 @@ class MeterEntry:
 
     @cached_property
     def cipher(self) -> Suite0Cipher | None:
-        """The suite 0 cipher of this meter; None for a plaintext-only meter without keys."""
-        if self.encryption_key is None or self.authentication_key is None:
+        """The suite 0 cipher of this meter; None for a plaintext-only meter without keys.
+
+        A meter allowed only ``enc`` (and ``none``) may come without an
+        authentication key: its cipher then refuses every authenticated form.
+        """
+        if self.encryption_key is None:
             return None
         return Suite0Cipher(
             self.encryption_key,
@@ -186,12 +195,20 @@ class KeyStore:
         """The meter with this system title, or None when unknown."""
         return self._meters.get(system_title)
 
-    def reload(self) -> int:
+    def reload(self, *, max_drop: float = 1.0, force: bool = False) -> int:
         """Re-read the key files and swap them in; returns the new meter count.
 
-        On any problem raises KeyFileError and keeps the current keys.
+        On any problem raises KeyFileError and keeps the current keys. A reload that
+        would drop more than `max_drop` (a share, 0..1) of the meters loaded now, or
+        all of them while `max_drop` < 1, raises `ReloadRefused` unless `force`: an
+        empty or truncated file (a deploy tool writing it in place) would otherwise
+        send every push to quarantine.
         """
         meters = load_meters(self._paths, check_permissions=self._check_permissions)
+        if not force:
+            refusal = reload_refusal(self._meters, meters, max_drop)
+            if refusal is not None:
+                raise ReloadRefused(None, refusal)
         self._meters = meters
         return len(meters)
 
@@ -206,6 +223,31 @@ class KeyStore:
 
     def __repr__(self) -> str:
         return f"<KeyStore {len(self._meters)} meters from {[str(p) for p in self._paths]}>"
+
+
+class ReloadRefused(KeyFileError):
+    """A valid reload refused because it would drop too many meters (see `KeyStore.reload`)."""
+
+
+def reload_refusal(
+    current: Mapping[bytes, object], new: Mapping[bytes, object], max_drop: float
+) -> str | None:
+    """Why replacing `current` meters by `new` ones drops too many, or None when it does not.
+
+    Dropped means a system title loaded now and absent after: a file that swaps
+    most meters for others drops them too.
+    """
+    if not current or max_drop >= 1.0:
+        return None
+    dropped = sum(1 for title in current if title not in new)
+    if not new:
+        return f"the key files now hold no meter: the reload would drop all {len(current)}"
+    if dropped > max_drop * len(current):
+        return (
+            f"the reload would drop {dropped} of the {len(current)} meters loaded"
+            f" (more than keys.reload_max_drop = {max_drop:g} of them)"
+        )
+    return None
 
 
 def load_meters(
@@ -358,7 +400,13 @@ class _EntryBuilder:
         if value is None:
             if security == {"none"}:
                 return None
-            raise self._error(f"{where}.{key}", 'missing (required unless security is ["none"])')
+            if key == "authentication_key" and not security & _AUTHENTICATED_FORMS:
+                return None  # encryption-only meters (M-Bus customer interfaces)
+            raise self._error(
+                f"{where}.{key}",
+                'missing (required unless security is ["none"];'
+                ' authentication_key also unless security allows only "enc" and "none")',
+            )
         if not isinstance(value, str):
             raise self._error(f"{where}.{key}", "expected a string of 32 hex characters")
         if not _KEY_HEX.fullmatch(value):

@@ -37,6 +37,8 @@ from dlmsd.service.config import (
     ConfigError,
     HdlcSerialListenerConfig,
     HdlcTcpListenerConfig,
+    MbusSerialListenerConfig,
+    MbusTcpListenerConfig,
     TcpListenerConfig,
     load_config,
     sink_error_path,
@@ -45,8 +47,10 @@ from dlmsd.service.descriptors import fit_descriptor_limit
 from dlmsd.service.hdlc import HdlcSerialService, listen_hdlc_tcp
 from dlmsd.service.health import Health, health_resources
 from dlmsd.service.ingest import Ingest
-from dlmsd.service.keystore import KeyFileError, KeyStore
+from dlmsd.service.keys_reload import take_force_marker
+from dlmsd.service.keystore import KeyFileError, KeyStore, ReloadRefused
 from dlmsd.service.logging import daemon_observer
+from dlmsd.service.mbus import MbusSerialService, listen_mbus_tcp
 from dlmsd.service.metrics import Metrics, listen_metrics
 from dlmsd.service.quarantine import Quarantine
 from dlmsd.service.readback import Readback
@@ -248,10 +252,24 @@ class DaemonService(MultiService):
         # Signal context: hand the work to the reactor thread.
         self._reactor.callFromThread(self.reload_keys)
 
-    def reload_keys(self) -> bool:
-        """Re-read the key files; on any problem keep the current keys and log why."""
+    def reload_keys(self, force: bool = False) -> bool:
+        """Re-read the key files; on any problem keep the current keys and log why.
+
+        A reload that would drop more than ``keys.reload_max_drop`` of the meters is
+        refused unless `force` or ``dlmsd keys reload --force`` asked for it.
+        """
+        forced = take_force_marker(self.config.daemon.state_dir) or force
         try:
-            count = self.keystore.reload()
+            count = self.keystore.reload(max_drop=self.config.keys.reload_max_drop, force=forced)
+        except ReloadRefused as error:
+            self.metrics.keystore_reload_failures.inc()
+            self.log.warn(
+                "key store reload refused, keeping the {count} meters loaded: {error};"
+                " if that is intended: dlmsd keys reload --force",
+                count=len(self.keystore),
+                error=str(error),
+            )
+            return False
         except KeyFileError as error:
             self.metrics.keystore_reload_failures.inc()
             self.log.error(
@@ -261,7 +279,10 @@ class DaemonService(MultiService):
             )
             return False
         self._keystore_loaded()
-        self.log.info("key store reloaded: {count} meters", count=count)
+        if forced:
+            self.log.warn("key store reloaded (forced): {count} meters", count=count)
+        else:
+            self.log.info("key store reloaded: {count} meters", count=count)
         return True
 
     def _keystore_loaded(self) -> None:
@@ -367,6 +388,8 @@ def _assemble(
         commit_interval_max=config.state.commit_interval_max,
         log_interval=config.quarantine.log_interval,
         clock=clock,
+        max_push_values=config.daemon.max_push_values,
+        max_record_bytes=config.daemon.max_record_bytes,
     )
     pumps = _pumps(config, state, metrics, reactor)
     for pump in pumps:
@@ -419,6 +442,7 @@ def _pumps(config: Config, state: StateBackend, metrics: Metrics, reactor: Any) 
                 sink,
                 settings.batch_size,
                 settings.retry_backoff,
+                max_backoff=settings.retry_backoff_max,
                 reactor=reactor,
                 on_delivered=metrics.delivered,
             )
@@ -440,9 +464,10 @@ def fit_connection_limits(config: Config) -> Config:
     else warns once and lowers their limits (`dlmsd.service.descriptors`).
     """
     listeners = config.listeners
-    streams: tuple[TcpListenerConfig | HdlcTcpListenerConfig, ...] = (
+    streams: tuple[TcpListenerConfig | HdlcTcpListenerConfig | MbusTcpListenerConfig, ...] = (
         *listeners.tcp,
         *listeners.hdlc_tcp,
+        *listeners.mbus_tcp,
     )
     if not streams:
         return config
@@ -477,6 +502,9 @@ def fit_connection_limits(config: Config) -> Config:
             hdlc_tcp=tuple(
                 attrs.evolve(hdlc, max_connections=next(limits)) for hdlc in listeners.hdlc_tcp
             ),
+            mbus_tcp=tuple(
+                attrs.evolve(mbus, max_connections=next(limits)) for mbus in listeners.mbus_tcp
+            ),
         ),
     )
 
@@ -500,10 +528,23 @@ def _listeners(
     for index, serial in enumerate(config.listeners.hdlc_serial):
         serial = _with_meter(serial, ingest.keystore, f"listeners.hdlc_serial[{index}]")
         listeners.append(HdlcSerialService(reactor, ingest, metrics, serial))
+    for index, mbus_tcp in enumerate(config.listeners.mbus_tcp):
+        mbus_tcp = _with_meter(mbus_tcp, ingest.keystore, f"listeners.mbus_tcp[{index}]")
+        listen_mbus = partial(listen_mbus_tcp, reactor, ingest, metrics, mbus_tcp)
+        listeners.append(PortService(mbus_tcp.name, listen_mbus))
+    for index, mbus_serial in enumerate(config.listeners.mbus_serial):
+        mbus_serial = _with_meter(mbus_serial, ingest.keystore, f"listeners.mbus_serial[{index}]")
+        listeners.append(MbusSerialService(reactor, ingest, metrics, mbus_serial))
     return listeners
 
 
-_Named = TypeVar("_Named", HdlcSerialListenerConfig, HdlcTcpListenerConfig)
+_Named = TypeVar(
+    "_Named",
+    HdlcSerialListenerConfig,
+    HdlcTcpListenerConfig,
+    MbusSerialListenerConfig,
+    MbusTcpListenerConfig,
+)
 
 
 def _with_meter(config: _Named, keystore: KeyStore, path: str) -> _Named:

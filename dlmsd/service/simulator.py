@@ -38,6 +38,7 @@ from dlmsd.protocol.ciphered import GeneralGloCiphering
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.hdlc.address import HdlcAddress
 from dlmsd.protocol.hdlc.frames import LLC_RESPONSE, Control, FrameKind, HdlcFrame
+from dlmsd.protocol.mbus import segment_apdu
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.protocol.wrapper import WrapperFrame
@@ -234,6 +235,12 @@ def hdlc_frames(apdu: bytes, max_information: int = HDLC_MAX_INFORMATION) -> byt
         HdlcFrame(destination, source, control, chunk, index < len(chunks) - 1).to_bytes()
         for index, chunk in enumerate(chunks)
     )
+
+
+def mbus_frames(apdu: bytes, segment_size: int = 250) -> bytes:
+    """An APDU as wired M-Bus long frames (CI 0x00.., the last with bit 4), as the
+    customer interfaces of Austrian meters send it."""
+    return b"".join(frame.to_bytes() for frame in segment_apdu(apdu, segment_size=segment_size))
 
 
 def key_file_text(meters: Sequence[SimMeter]) -> str:

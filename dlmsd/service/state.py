@@ -64,6 +64,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from dlmsd.service import replaywindow
+from dlmsd.service.statelock import StateLock, StateLockedError
 
 if TYPE_CHECKING:
     from dlmsd.service.statebackend import CommitResult
@@ -163,6 +164,17 @@ _DROP_OLDEST = (
 
 class StateError(Exception):
     """The state database cannot be opened or written (disk full, corrupt, too new)."""
+
+
+class StateDiskFull(StateError):
+    """The state's disk (or file system quota) is full: nothing was written."""
+
+
+def _state_error(message: str, exc: sqlite3.Error) -> StateError:
+    """`message` as a StateError; a full disk as `StateDiskFull`, so it has its own reason."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return StateDiskFull(message)
+    return StateError(message)
 
 
 def _json_default(value: object) -> object:
@@ -358,6 +370,16 @@ class StateStore:
         # Counters as they were in the database before staging touched them,
         # to put back if the commit fails.
         self._committed_counters: dict[bytes, int | None] = {}
+        # One process owns the file (dlmsd.service.statelock): counters are checked
+        # in memory, so a second writer would let replays through.
+        try:
+            self._lock = StateLock(path)
+        except StateLockedError as exc:
+            raise StateError(str(exc)) from None
+        except OSError as exc:
+            raise StateError(
+                f"{path}: cannot open state database: its lock file: {exc.strerror or exc}"
+            ) from None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._setup(synchronous)
@@ -374,7 +396,11 @@ class StateStore:
                 if sink in self._depths:
                     self._depths[sink] = depth
         except sqlite3.Error as exc:
+            self._lock.release()
             raise StateError(f"{path}: cannot open state database: {exc}") from None
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _setup(self, synchronous: Synchronous) -> None:
         db = self._db
@@ -569,7 +595,7 @@ class StateStore:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot begin a transaction: {exc}") from None
+            raise _state_error(f"{self.path}: cannot begin a transaction: {exc}", exc) from None
         try:
             body(db)
             db.execute("COMMIT")
@@ -577,7 +603,7 @@ class StateStore:
             # A failed COMMIT may have rolled back already.
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise StateError(f"{self.path}: transaction failed: {exc}") from None
+            raise _state_error(f"{self.path}: transaction failed: {exc}", exc) from None
 
     # --- spool ----------------------------------------------------------------
 
@@ -627,6 +653,7 @@ class StateStore:
             self.commit()
         finally:
             self._db.close()
+            self._lock.release()
 
     # --- the StateBackend interface (dlmsd.service.statebackend) ----------------
     # SQLite answers at once, so these Deferreds have already fired.
@@ -635,7 +662,9 @@ class StateStore:
     available = True
 
     def start(self, reactor: object) -> None:
-        """Nothing runs in the background: every call is synchronous."""
+        """Nothing runs in the background: every call is synchronous. The lock file
+        names this process again (twistd may have forked since the open)."""
+        self._lock.write_pid()
 
     def commit_staged(self) -> Deferred[CommitResult]:
         """`commit` as a Deferred; one daemon owns the file, so nothing is refused."""

@@ -271,6 +271,9 @@ class MqttSink:
         self._builder = MessageBuilder(name, settings)
         self._backoff = Backoff(settings.reconnect_min, settings.reconnect_max)
         self._log_limit = LogRateLimiter(60.0)
+        # An outage is one line here (lost, or the first failed connect), not one a minute:
+        # the spool pump says "down" and "back" for every sink type.
+        self._outage_logged = False
         self._state = "idle"  # idle, connecting, handshake, connected, closed
         self._client: Any = None
         self._socket: _PahoSocket | None = None
@@ -286,6 +289,8 @@ class MqttSink:
         self._misc = LoopingCall(self._loop_misc)
         self._events: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._misc.clock = reactor
+        # Set by the spool pump: called on CONNACK, so a pump backing off retries at once.
+        self.on_ready: Callable[[], None] | None = None
         reactor.callWhenRunning(self._connect)
 
     @property
@@ -463,6 +468,7 @@ class MqttSink:
             self._window = min(self._window, receive_maximum)
         self._backoff.reset()
         self.health.connected = True
+        self._outage_logged = False
         self.log.info(
             "sink {sink}: connected to {url} (MQTT {protocol}, session present: {present})",
             sink=self.name,
@@ -482,6 +488,8 @@ class MqttSink:
             self._start(batch)
         elif descriptor is not None:
             self._write(descriptor)
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _announce(self, descriptor: _PahoSocket, *, subscribe: bool) -> None:
         """On a new connection: availability ``online``, the subscription to Home
@@ -526,6 +534,7 @@ class MqttSink:
         self._drop(client)
         self._fail_batch(MqttError(text), only_started=True)
         if was_connected:
+            self._outage_logged = True
             self.log.warn("sink {sink}: {error}; reconnecting", sink=self.name, error=text)
             self.health.error("disconnected", text)
             self._schedule_reconnect(0.0)
@@ -547,7 +556,10 @@ class MqttSink:
         self.health.error(kind, text)
         self.health.connected = False
         delay = self._backoff.next()
-        if self._log_limit.should_log(f"{kind}|{text}".encode(), self._reactor.seconds()):
+        if not self._outage_logged and self._log_limit.should_log(
+            f"{kind}|{text}".encode(), self._reactor.seconds()
+        ):
+            self._outage_logged = True
             self.log.error(
                 "sink {sink}: {url}: {error}; retrying in {delay:.1f}s (pushes stay spooled)",
                 sink=self.name,

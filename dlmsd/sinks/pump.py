@@ -3,24 +3,46 @@
 At-least-once: a batch is read from the spool, handed to the sink, and deleted
 from the spool only after the sink's Deferred fired successfully. A crash in
 between redelivers the batch. A failing sink is retried with exponential
-backoff (capped); the spool keeps growing meanwhile, on disk.
+backoff, capped (``retry_backoff_max``, 10 s by default) and jittered; the spool
+keeps growing meanwhile, on disk.
+
+A sink that goes down is one warning (with the error; a traceback only for an
+error no dlmsd sink raises on purpose, i.e. a bug), and one info line when it
+delivers again: not a line per retry. A sink with an ``on_ready`` attribute gets
+a callable there that it calls when a connection-level signal says it can deliver
+again (the MQTT sink: on CONNACK); the pump then retries at once instead of
+waiting out its backoff.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from dlmsd.service.state import SpoolEntry, StateError
 from dlmsd.service.statebackend import StateBackend
 from dlmsd.sinks.base import Sink
+
+DEFAULT_MAX_BACKOFF = 10.0  # seconds: a sink back up waits at most this long
+_JITTER = 0.25  # each backoff wait is 75-100% of its step
+
+
+def _expected(error: BaseException) -> bool:
+    """An error that says the sink is unreachable or refused the batch (its own message
+    says why), as opposed to a bug in a sink."""
+    if isinstance(error, OSError | ConnectError | TimeoutError | defer.TimeoutError):
+        return True
+    # Errors dlmsd's sinks raise on purpose carry a clear message of their own.
+    return type(error).__module__.startswith("dlmsd.sinks")
 
 
 class _DelayedCall(Protocol):
@@ -41,7 +63,9 @@ class SpoolPump(Service):
 
     The ingest calls `notify()` after each commit so records go out at once; a
     periodic timer (`poll_interval`) is the safety net. On failure the next try
-    waits `retry_backoff`, doubled per consecutive failure up to `max_backoff`.
+    waits `retry_backoff`, doubled per consecutive failure up to `max_backoff`,
+    each wait 75-100% of its step (`jitter` gives the fraction taken off, 0..1, so
+    daemons sharing a sink do not retry in step).
     `stopService` waits for the delivery in flight, then keeps delivering what
     is queued (for at most `drain_timeout` seconds), then closes the sink.
     The pump owns the sink: it closes it.
@@ -56,11 +80,12 @@ class SpoolPump(Service):
         batch_size: int = 500,
         retry_backoff: float = 1.0,
         *,
-        max_backoff: float = 60.0,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         poll_interval: float = 1.0,
         drain_timeout: float = 10.0,
         reactor: Clock | None = None,
         on_delivered: Callable[[str, int], None] | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -87,6 +112,10 @@ class SpoolPump(Service):
         self._stopping = False
         self._more = False
         self._idle_waiters: list[Deferred[None]] = []
+        self._jitter = jitter
+        self._down_since: float | None = None
+        if hasattr(sink, "on_ready"):
+            sink.on_ready = self.sink_ready
 
     # --- scheduling -------------------------------------------------------------
 
@@ -107,6 +136,13 @@ class SpoolPump(Service):
             and self._wakeup.active()
             and self._wakeup.getTime() <= self._reactor.seconds()
         ):
+            return
+        self._schedule(0.0)
+
+    def sink_ready(self) -> None:
+        """The sink says it can deliver again (a reconnect): retry now, not after the
+        backoff."""
+        if not self.running or self._stopping or not self._backing_off:
             return
         self._schedule(0.0)
 
@@ -134,20 +170,48 @@ class SpoolPump(Service):
     def _after_failure(self, failure: Failure) -> None:
         self.failures += 1
         self.consecutive_failures += 1
-        delay = min(
+        step = min(
             self.max_backoff, self.retry_backoff * 2 ** min(self.consecutive_failures - 1, 30)
         )
-        self.log.failure(
-            "sink {sink} failed ({failures} in a row); retrying in {delay:.1f}s",
-            failure,
-            sink=self.sink.name,
-            failures=self.consecutive_failures,
-            delay=delay,
-        )
+        delay = step * (1.0 - _JITTER * self._jitter())
+        if self.consecutive_failures == 1:
+            self._down_since = self._reactor.seconds()
+            self._log_down(failure, delay)
         if self._stopping:
             return
         self._backing_off = True
         self._schedule(delay)
+
+    def _log_down(self, failure: Failure, delay: float) -> None:
+        error = failure.value
+        assert error is not None  # a Failure always holds its exception
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        fields = {
+            "sink": self.sink.name,
+            "error": text,
+            "delay": delay,
+            "most": self.max_backoff,
+        }
+        message = (
+            "sink {sink} is down: {error}; records wait in the spool; retrying in"
+            " {delay:.1f}s, then at most every {most:g}s"
+        )
+        if _expected(error):
+            self.log.warn(message, **fields)
+        else:
+            # Not an error a sink raises on purpose: a bug; the traceback, once.
+            self.log.failure(message, failure, LogLevel.error, **fields)
+
+    def _log_back(self) -> None:
+        down = self._reactor.seconds() - (self._down_since or self._reactor.seconds())
+        self.log.info(
+            "sink {sink} is back after {seconds:.1f}s and {failures} failed attempts;"
+            " delivering the queued records",
+            sink=self.sink.name,
+            seconds=down,
+            failures=self.consecutive_failures,
+        )
+        self._down_since = None
 
     # --- delivering -------------------------------------------------------------
 
@@ -185,6 +249,8 @@ class SpoolPump(Service):
     def _ack(self, entries: list[SpoolEntry]) -> Deferred[int]:
         # A failed ack redelivers the batch later: duplicates, never a loss.
         def done(_: object) -> int:
+            if self.consecutive_failures:
+                self._log_back()
             self.consecutive_failures = 0
             self.delivered += len(entries)
             if self.on_delivered is not None:

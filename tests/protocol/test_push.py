@@ -47,7 +47,7 @@ def test_empty_system_title_is_taken_from_the_transport() -> None:
     assert push.notification.to_bytes() == NOTIFICATION
 
 
-@pytest.mark.parametrize("control", [0x31, 0xB0, 0x00, 0x40])
+@pytest.mark.parametrize("control", [0x32, 0xB0, 0x00, 0x40])
 def test_unsupported_security_control(control: int) -> None:
     apdu = GeneralGloCiphering(TITLE, control, IC, bytes(20)).to_bytes()
     with pytest.raises(UnsupportedSecurity):

@@ -110,7 +110,7 @@ def test_general_ciphering_goes_through_the_decoder() -> None:
         # Trailing byte, short content, unsupported security controls.
         GeneralGloCiphering(TITLE, 0x30, 7, b"").to_bytes() + b"\x00",
         bytes.fromhex("DB08") + TITLE + bytes.fromhex("04") + bytes.fromhex("30000000"),
-        GeneralGloCiphering(TITLE, 0x31, 7, bytes(20)).to_bytes(),
+        GeneralGloCiphering(TITLE, 0x32, 7, bytes(20)).to_bytes(),
         GeneralGloCiphering(TITLE, 0x00, 7, bytes(20)).to_bytes(),
         GeneralGloCiphering(TITLE, 0xB0, 7, bytes(20)).to_bytes(),
         # A title too long for the one-byte length form.

@@ -228,10 +228,11 @@ def test_flipped_bit_in_system_title_fails(cipher: Suite0Cipher, bit: int) -> No
 
 @pytest.mark.parametrize("bit", range(8))
 def test_flipped_bit_in_security_control_never_returns(cipher: Suite0Cipher, bit: int) -> None:
-    # Bits 0-3 (suite), 4 (authentication stripped -> encryption only) and 7
-    # (compression) are refused as unsupported; bits 5 and 6 break the tag.
+    # Bits 1-3 (suite), 4 (authentication stripped -> encryption only) and 7
+    # (compression) are refused as unsupported; bits 5 and 6, and bit 0 (suite 1,
+    # which ciphers like suite 0 with the SC byte in the AAD) break the tag.
     sc = 0x30 ^ (1 << bit)
-    expected = AuthenticationFailed if bit in (5, 6) else UnsupportedSecurity
+    expected = AuthenticationFailed if bit in (0, 5, 6) else UnsupportedSecurity
     with pytest.raises(expected):
         cipher.decrypt(SYSTEM_TITLE, sc, IC, V3_BODY)
 
@@ -261,7 +262,7 @@ def test_payload_shorter_than_tag_is_truncated(cipher: Suite0Cipher, sc: int, le
         cipher.decrypt(SYSTEM_TITLE, sc, IC, V3_BODY[:length])
 
 
-@pytest.mark.parametrize("sc", [0x31, 0x32, 0x3F, 0xB0, 0x90, 0x00, 0x40])
+@pytest.mark.parametrize("sc", [0x32, 0x33, 0x3F, 0xB0, 0x90, 0x00, 0x40])
 def test_unsupported_security_control(cipher: Suite0Cipher, sc: int) -> None:
     with pytest.raises(UnsupportedSecurity):
         cipher.decrypt(SYSTEM_TITLE, sc, IC, V3_BODY)
@@ -337,7 +338,7 @@ def test_no_error_message_contains_key_material(cipher: Suite0Cipher) -> None:
     failing_calls: list[Callable[[], object]] = [
         lambda: cipher.decrypt(SYSTEM_TITLE, 0x30, IC, flipped(V3_BODY, 3)),
         lambda: cipher.decrypt(SYSTEM_TITLE, 0x10, IC, V3_BODY),
-        lambda: cipher.decrypt(SYSTEM_TITLE, 0x31, IC, V3_BODY),
+        lambda: cipher.decrypt(SYSTEM_TITLE, 0x32, IC, V3_BODY),
         lambda: cipher.decrypt(SYSTEM_TITLE, 0xB0, IC, V3_BODY),
         lambda: cipher.decrypt(SYSTEM_TITLE, 0x20, IC, V3_BODY),
         lambda: cipher.decrypt(SYSTEM_TITLE, 0x00, IC, V3_BODY),
@@ -454,3 +455,25 @@ def test_key_unwrap_arbitrary_input_raises_only_dlms_errors(kek: bytes, wrapped:
         unwrap_key(kek, wrapped)
     except DlmsError:
         return
+
+
+@pytest.mark.parametrize("sc", [0x21, 0x31, 0x11])
+def test_suite_1_ciphers_like_suite_0_with_its_own_sc_byte(sc: int) -> None:
+    # Suite 1 uses AES-GCM-128 for APDUs as suite 0 does; the SC byte (in the AAD
+    # of the authenticated forms) keeps a suite 0 frame from passing as suite 1.
+    cipher = Suite0Cipher(EK, AK, allow_encryption_only=True)
+    protected = cipher.encrypt(SYSTEM_TITLE, sc, IC, DATA_NOTIFICATION)
+    assert cipher.decrypt(SYSTEM_TITLE, sc, IC, protected) == DATA_NOTIFICATION
+    if sc & 0x10:
+        with pytest.raises(AuthenticationFailed):
+            cipher.decrypt(SYSTEM_TITLE, sc & ~1, IC, protected)
+
+
+def test_cipher_without_authentication_key_is_encryption_only() -> None:
+    cipher = Suite0Cipher(EK, None, allow_encryption_only=True)
+    assert cipher.decrypt(SYSTEM_TITLE, 0x20, IC, cipher.encrypt(SYSTEM_TITLE, 0x20, IC, b"x"))
+    for sc in (0x10, 0x30, 0x31):
+        with pytest.raises(UnsupportedSecurity, match="no authentication key"):
+            cipher.decrypt(SYSTEM_TITLE, sc, IC, V3_BODY)
+        with pytest.raises(UnsupportedSecurity):
+            cipher.encrypt(SYSTEM_TITLE, sc, IC, b"x")

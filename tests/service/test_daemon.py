@@ -480,10 +480,11 @@ async def test_reload_with_a_broken_file_keeps_the_old_keys(tmp_path: Path) -> N
             assert metric(service, "dlmsd_keystore_reload_failures_total") == 1
             send_udp(port_of(service, "udp"), vector_bytes(0))
             await wait_until(lambda: len(setup.records()) == 1)
-            # A good file is taken: the vector meter is gone, a new one arrives.
+            # A good file is taken: the vector meter is gone, a new one arrives (every
+            # meter replaced: more than reload_max_drop, so forced).
             newcomer = simulator.make_meter(11, seed=3)
             setup.keys_path.write_text(simulator.key_file_text([newcomer]))
-            assert service.reload_keys() is True
+            assert service.reload_keys(force=True) is True
             assert metric(service, "dlmsd_keystore_meters") == 1
             port = port_of(service, "udp")
             send_udp(
@@ -503,10 +504,10 @@ async def test_sighup_reloads_the_key_files(tmp_path: Path) -> None:
     service = start(setup, handle_signals=True)
     try:
         before = len(service.keystore)
-        write_keys(setup.keys_path, setup.meters[:1])
+        write_keys(setup.keys_path, setup.meters[:3])
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_until(lambda: len(service.keystore) != before)
-        assert len(service.keystore) == 2  # one simulated meter + the vector meter
+        assert len(service.keystore) == 4  # three simulated meters + the vector meter
     finally:
         await stop(service)
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dlmsd.protocol.errors import UnsupportedSecurity
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.push import peel
 from dlmsd.protocol.wrapper import decode_datagram
@@ -561,3 +562,43 @@ def test_a_meter_names_a_built_in_profile(tmp_path: Path) -> None:
     other = write_keys(tmp_path / "o.toml", meter(T, push_object_list='["1-0:1.8.0"]'))
     (listed,) = KeyStore.load([other])
     assert listed.profile is None and listed.layout == listed.push_object_list
+
+
+def test_encryption_only_meter_needs_no_authentication_key(tmp_path: Path) -> None:
+    # M-Bus customer interfaces (Kaifa MA309, Sagemcom T210-D) get one key and send
+    # encryption-only pushes: `security = ["enc"]` without authentication_key loads,
+    # and its cipher decrypts SC 0x20 but refuses every authenticated form.
+    text = f'[meters.4B464D1234567890]\nencryption_key = "{EK}"\nsecurity = ["enc"]\n'
+    [entry] = load_key_file(write_keys(tmp_path / "k.toml", text))
+    assert entry.allowed_security == {"enc"} and entry.authentication_key is None
+    cipher = entry.cipher
+    assert cipher is not None and cipher.allow_encryption_only
+    title = bytes.fromhex("4B464D1234567890")
+    ciphertext = cipher.encrypt(title, 0x20, 1, b"\x0f\x00")
+    assert cipher.decrypt(title, 0x20, 1, ciphertext) == b"\x0f\x00"
+    with pytest.raises(UnsupportedSecurity, match="no authentication key"):
+        cipher.decrypt(title, 0x30, 1, bytes(20))
+
+
+@pytest.mark.parametrize("security", ['["auth+enc"]', '["enc", "auth"]', None])
+def test_authenticated_forms_still_need_the_authentication_key(
+    tmp_path: Path, security: str | None
+) -> None:
+    text = f'[meters.4B464D1234567890]\nencryption_key = "{EK}"\n'
+    if security is not None:
+        text += f"security = {security}\n"
+    with pytest.raises(KeyFileError, match="authentication_key: missing"):
+        load_key_file(write_keys(tmp_path / "k.toml", text))
+
+
+def test_keys_add_encryption_only_meter_with_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    code = run_cli("keys", "add", T, "--ek", EK, "--security", "enc", "--file", str(path))
+    assert code == 0
+    entry = KeyStore.load([path]).lookup(bytes.fromhex(T))
+    assert entry is not None
+    assert entry.allowed_security == {"enc"} and entry.authentication_key is None
+    # Without "enc"-only security the authentication key is still required.
+    other = tmp_path / "other.toml"
+    assert run_cli("keys", "add", T, "--ek", EK, "--file", str(other)) != 0
+    assert not other.exists()

@@ -150,7 +150,14 @@ async def test_failing_sink_backs_off_then_delivers(
     sink = ListSink("test")
     sink.fail_next = 3
     delays: list[float] = []
-    pump = SpoolPump(state, sink, retry_backoff=0.02, max_backoff=0.05, poll_interval=60.0)
+    pump = SpoolPump(
+        state,
+        sink,
+        retry_backoff=0.02,
+        max_backoff=0.05,
+        poll_interval=60.0,
+        jitter=lambda: 0.0,
+    )
     original = pump._schedule
 
     def record_delay(delay: float) -> None:
@@ -164,10 +171,94 @@ async def test_failing_sink_backs_off_then_delivers(
     assert pump.failures == 3
     assert pump.consecutive_failures == 0
     assert [d for d in delays if d > 0][:3] == [0.02, 0.04, 0.05]  # doubled, capped
-    failures = [line for line in log_lines if "sink test failed" in line]
-    assert len(failures) == 3
-    assert "(1 in a row); retrying in 0.0s" in failures[0]
+    # One warning when it goes down, one line when it is back: none per retry.
+    down = [line for line in log_lines if "sink test is down" in line]
+    assert down == [
+        "sink test is down: ConnectionRefusedError: broker down; records wait in the spool;"
+        " retrying in 0.0s, then at most every 0.05s"
+    ]
+    back = [line for line in log_lines if "sink test is back" in line]
+    assert len(back) == 1 and "3 failed attempts" in back[0]
+    assert not [line for line in log_lines if "Traceback" in line]
     await pump.stopService()
+
+
+@on_reactor
+async def test_backoff_waits_are_jittered_within_their_step(state: StateStore) -> None:
+    state.accept([push(1)])
+    sink = ListSink("test")
+    sink.fail_next = 4
+    delays: list[float] = []
+    pump = SpoolPump(
+        state, sink, retry_backoff=0.02, max_backoff=0.04, poll_interval=60.0, jitter=lambda: 1.0
+    )
+    original = pump._schedule
+
+    def record_delay(delay: float) -> None:
+        delays.append(delay)
+        original(delay)
+
+    pump._schedule = record_delay  # type: ignore[method-assign]
+    pump.startService()
+    await until(lambda: sink.counters == [1])
+    assert [round(d, 4) for d in delays if d > 0][:4] == [0.015, 0.03, 0.03, 0.03]
+    await pump.stopService()
+
+
+class ReadySink(ListSink):
+    """A sink with a connection-level signal, as the MQTT sink has (CONNACK)."""
+
+    def __init__(self) -> None:
+        super().__init__("ready")
+        self.on_ready: Callable[[], None] | None = None
+
+
+@on_reactor
+async def test_a_ready_signal_ends_the_backoff_at_once(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "ready.sqlite3", ["ready"], synchronous="normal")
+    state.accept([push(1)])
+    sink = ReadySink()
+    sink.fail_next = 1
+    pump = SpoolPump(state, sink, retry_backoff=30.0, max_backoff=30.0, poll_interval=60.0)
+    assert sink.on_ready is not None  # the pump hooked itself in
+    pump.startService()
+    await until(lambda: pump.consecutive_failures == 1)
+    await sleep(0.05)
+    assert sink.counters == []  # backing off for 22-30 s
+    sink.on_ready()
+    await until(lambda: sink.counters == [1], timeout=1.0)
+    await pump.stopService()
+    state.close()
+
+
+class BuggySink(ListSink):
+    def deliver(self, records: Sequence[Mapping[str, object]]) -> Deferred[None]:
+        if self.fail_next:
+            self.fail_next -= 1
+            return defer.fail(TypeError("a bug in the sink"))
+        return super().deliver(records)
+
+
+@on_reactor
+async def test_a_bug_in_a_sink_logs_its_traceback_once(state: StateStore) -> None:
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        state.accept([push(1)])
+        sink = BuggySink("test")
+        sink.fail_next = 3
+        pump = SpoolPump(state, sink, retry_backoff=0.01, max_backoff=0.01, poll_interval=60.0)
+        pump.startService()
+        await until(lambda: sink.counters == [1])
+        await pump.stopService()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    down = [event for event in events if "sink test is down" in (formatEvent(event) or "")]
+    assert len(down) == 1
+    assert "TypeError: a bug in the sink" in formatEvent(down[0])
+    assert down[0]["log_failure"].check(TypeError)  # the traceback goes with it
+    assert down[0]["log_level"].name == "error"
 
 
 @on_reactor
@@ -226,6 +317,7 @@ async def test_crash_before_ack_redelivers(tmp_path: Path, state: StateStore) ->
     pump.startService()
     await until(lambda: len(sink.held) == 1)
     state._db.close()  # the "crash": the ack can no longer happen
+    state._lock.release()  # as the kernel does for a process that died
     reopened = StateStore(tmp_path / "state.sqlite3", ["test"])
     second = ListSink()
     pump2 = SpoolPump(reopened, second, poll_interval=60.0)

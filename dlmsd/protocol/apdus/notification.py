@@ -49,9 +49,12 @@ from dlmsd.protocol.apdus.common import (
     read_presence,
 )
 from dlmsd.protocol.axdr import (
+    MAX_VALUES,
+    MAX_VALUES_PER_BYTE,
     Data,
     DataType,
     decode_data,
+    decode_data_counted,
     decode_length,
     encode_data,
     encode_length,
@@ -143,8 +146,9 @@ class DataNotification:
         return head + stamp + encode_data(self.body)
 
     @classmethod
-    def from_bytes(cls, buf: bytes) -> DataNotification:
-        """Decode a complete DataNotification (trailing bytes raise DecodeError)."""
+    def from_bytes(cls, buf: bytes, max_values: int = MAX_VALUES) -> DataNotification:
+        """Decode a complete DataNotification (trailing bytes raise DecodeError; a body
+        of more than `max_values` values raises LimitExceeded)."""
         size = len(buf)
         if size < 7:
             raise TruncatedError(f"a DataNotification needs at least 7 bytes, got {size}", size)
@@ -180,11 +184,11 @@ class DataNotification:
             raise TruncatedError("DataNotification has no notification-body", offset)
         descriptors = False
         try:
-            body, end = decode_data(buf, offset)
+            body, end = decode_data(buf, offset, max_values)
             if end != size:
                 raise DecodeError(f"{size - end} trailing bytes after DataNotification", end)
         except DlmsError:
-            described = decode_descriptor_body(buf, offset)
+            described = decode_descriptor_body(buf, offset, max_values)
             if described is None:
                 raise
             body, descriptors = described, True
@@ -225,11 +229,14 @@ _DESCRIPTOR_SIZE = 9  # class id (2), logical name (6), attribute (1)
 _MAX_DESCRIPTOR_CLASS = 0xFF  # interface classes in use are below 256
 
 
-def decode_descriptor_body(buf: bytes, offset: int) -> Data | None:
+def decode_descriptor_body(buf: bytes, offset: int, max_values: int = MAX_VALUES) -> Data | None:
     """The XT211 body form (see the module docstring) at `offset`, read exactly to the
     end of `buf`, as a sequence of ``structure{class id, OBIS, attribute, value}``;
-    None when the bytes are not in that form."""
+    None when the bytes are not in that form, or when its values together would be
+    more than `decode_data` allows one body (`max_values`, and per byte)."""
     size = len(buf)
+    # One budget for all the entries' values, as for one body decoded by decode_data.
+    left = min(max_values, MAX_VALUES_PER_BYTE * (size - offset) + 64) - 1
     if offset + 2 > size or buf[offset] not in _SEQUENCE_TAGS:
         return None
     try:
@@ -247,10 +254,14 @@ def decode_descriptor_body(buf: bytes, offset: int) -> Data | None:
         attribute = int.from_bytes(buf[position + 8 : position + 9], "big", signed=True)
         if class_id == 0 or class_id > _MAX_DESCRIPTOR_CLASS or attribute == 0:
             return None
+        left -= 5  # the entry's structure and its three fields
+        if left < 1:
+            return None
         try:
-            value, position = decode_data(buf, position + _DESCRIPTOR_SIZE)
+            value, position, used = decode_data_counted(buf, position + _DESCRIPTOR_SIZE, left)
         except DlmsError:
             return None
+        left -= used
         entries.append(
             Data.structure(
                 Data.long_unsigned(class_id),
