@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import attrs
 
 from dlmsd.cosem.readings import Layout
+from dlmsd.cosem.shapes import ShapeCache
 from dlmsd.protocol import framing, hdlc
 from dlmsd.protocol.apdus import decode_apdu
 from dlmsd.protocol.axdr import Data
@@ -20,7 +21,7 @@ from dlmsd.protocol.errors import DecodeError, DlmsError
 from dlmsd.protocol.framing import StreamApdu
 from dlmsd.protocol.gbt_push import DEFAULT_MAX_PUSH_SIZE
 from dlmsd.protocol.obis import Obis
-from dlmsd.protocol.push import DATA_NOTIFICATION, is_push_or_ciphered, open_decrypted, peel
+from dlmsd.protocol.push import DATA_NOTIFICATION, is_push_or_ciphered, peel
 from dlmsd.protocol.security import Suite0Cipher
 
 CipherLookup = Callable[[bytes | None], Suite0Cipher | None]
@@ -79,6 +80,11 @@ def _split_stream(name: str, data: bytes, max_apdu_size: int) -> list[FoundApdu]
     return found
 
 
+#: Records of the public decode path: one process-wide cache of compiled shapes, so a
+#: layout seen before is not decoded from scratch (bounded by memory, see ShapeCache).
+RECORDS = ShapeCache(records=True)
+
+
 def decode_capture(
     data: bytes,
     cipher_for: CipherLookup,
@@ -100,6 +106,7 @@ def decode_one(
 
     `layout_for` gives the meter's configured layout, as the daemon's key store does:
     the readings are the daemon's (`open_decrypted`, the path its shapes are pinned to).
+    A layout seen before takes a compiled shape (`RECORDS`), the daemon's fast path.
     A layout that does not fit the body adds ``"layout_mismatch"`` to the record."""
     apdu = found.apdu
     envelope = peel(apdu, system_title) if is_push_or_ciphered(apdu) else None
@@ -113,10 +120,9 @@ def decode_one(
     record: dict[str, object]
     if envelope is not None and plaintext[:1] == bytes([DATA_NOTIFICATION]):
         layout = layout_for(envelope.system_title) if layout_for is not None else None
-        push = open_decrypted(envelope, plaintext, layout)
-        record = push.to_record()
-        if push.layout_mismatch is not None:
-            record["layout_mismatch"] = push.layout_mismatch
+        record, mismatch = RECORDS.record(envelope, plaintext, layout)
+        if mismatch is not None:
+            record["layout_mismatch"] = mismatch
     else:
         record = {
             "system_title": _hex(envelope.system_title) if envelope else None,

@@ -271,15 +271,23 @@ def build_record(
     """The JSON record of one push, as `dlmsd decode` prints it and sinks carry it."""
     stamp = notification.date_time_value
     return {
+        **record_head(envelope),
+        "invoke_id": notification.invoke_id,
+        "datetime": stamp,
+        "body": notification.body.to_json(),
+        "readings": [reading.to_json() for reading in readings],
+    }
+
+
+def record_head(envelope: Envelope) -> dict[str, object]:
+    """The record's fields up to ``"security"`` (the one place both `build_record` and
+    the record builders of compiled shapes take them from)."""
+    return {
         "schema_version": RECORD_SCHEMA_VERSION,
         "kind": "push",
         "system_title": envelope.system_title.hex().upper() if envelope.system_title else None,
         "invocation_counter": envelope.invocation_counter,
         "security": envelope.security,
-        "invoke_id": notification.invoke_id,
-        "datetime": stamp,
-        "body": notification.body.to_json(),
-        "readings": [reading.to_json() for reading in readings],
     }
 
 

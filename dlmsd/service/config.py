@@ -445,6 +445,9 @@ class StateConfig:
     `replay_window` (0 = strict) accepts a meter's push up to that many
     counters below its highest if that counter was never accepted
     (`dlmsd.service.replaywindow`, docs/replay-window.md).
+    `commit_interval` is how long an accepted push waits for its commit while
+    pushes come fast; while few come, the wait doubles per small commit up to
+    `commit_interval_max` (the latency budget), so each fsync carries more pushes.
     """
 
     synchronous: str = attrs.field(
@@ -456,6 +459,12 @@ class StateConfig:
     )
     commit_interval: float = attrs.field(
         default=0.002, metadata=doc("Seconds an accepted push may wait for its batch's commit.")
+    )
+    commit_interval_max: float = attrs.field(
+        default=0.05,
+        metadata=doc(
+            "Seconds the commit wait may grow to while few pushes come (the latency budget)."
+        ),
     )
     spool_limit: int = attrs.field(
         default=0, metadata=doc("Records each sink's queue may hold (0: unbounded).")
@@ -472,9 +481,7 @@ class StateConfig:
     )
     instance: str = attrs.field(
         default="",
-        metadata=doc(
-            "This daemon's name in metrics and spool leases (default: host name and pid)."
-        ),
+        metadata=doc("This daemon's name in metrics and spool leases (default: the host name)."),
     )
     spool_lease: float = attrs.field(
         default=60.0,
@@ -783,10 +790,21 @@ def sink_error_path(sink: SinkConfig, key: str) -> str:
 
 
 def _state(table: _Table) -> StateConfig:
+    commit_interval = table.number("commit_interval", 0.002, minimum=0.0, maximum=10.0)
+    # The commit interval grows while few pushes come, up to this latency budget.
+    commit_interval_max = table.number(
+        "commit_interval_max", max(0.05, commit_interval), minimum=0.0, maximum=10.0
+    )
+    if commit_interval_max < commit_interval:
+        raise ConfigError(
+            f"{table.path_text}.commit_interval_max: must be at least commit_interval"
+            f" ({commit_interval}), got {commit_interval_max}"
+        )
     return StateConfig(
         synchronous=table.choice("synchronous", SYNCHRONOUS_MODES, "full"),
         commit_batch=table.integer("commit_batch", 500, 1, 100_000),
-        commit_interval=table.number("commit_interval", 0.002, minimum=0.0, maximum=10.0),
+        commit_interval=commit_interval,
+        commit_interval_max=commit_interval_max,
         spool_limit=table.integer("spool_limit", 0, 0, 1 << 40),
         spool_full=table.choice("spool_full", SPOOL_FULL_POLICIES, "refuse"),
         dsn=_state_dsn(table),

@@ -394,6 +394,7 @@ def _assemble(
         reactor=reactor,
         commit_batch=config.state.commit_batch,
         commit_interval=config.state.commit_interval,
+        commit_interval_max=config.state.commit_interval_max,
         log_interval=config.quarantine.log_interval,
         clock=clock,
         max_push_values=config.daemon.max_push_values,

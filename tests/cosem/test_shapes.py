@@ -1,10 +1,13 @@
 """Compiled push shapes give the full path's record text, byte for byte, and its errors.
 
-The oracle everywhere is the full path: ``open_decrypted(...).record_json(more)``.
+The oracle everywhere is the full path: ``open_decrypted(...).record_json(more)``, and
+for the record dicts of the public decode path (``ShapeCache(records=True)``, checked
+on a twin cache fed the same pushes) its ``to_record()`` and layout mismatch.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytest
@@ -42,11 +45,30 @@ def outcome(call: Any) -> tuple[str, object]:
         return type(error).__name__, error.offset
 
 
+# Each cache under test has a twin that makes record dicts, fed the same pushes.
+_TWINS: weakref.WeakKeyDictionary[ShapeCache, ShapeCache] = weakref.WeakKeyDictionary()
+
+
+def assert_same_record(cache: ShapeCache, plaintext: bytes, objects: Any) -> None:
+    """The twin's `record` gives the full path's record and mismatch, or its error."""
+    twin = _TWINS.setdefault(cache, ShapeCache(records=True))
+
+    def full() -> tuple[dict[str, object], str | None]:
+        push = open_decrypted(envelope_of(plaintext), plaintext, objects)
+        return push.to_record(), push.layout_mismatch
+
+    fast = outcome(lambda: twin.record(envelope_of(plaintext), plaintext, objects))
+    assert fast == outcome(full)
+    assert twin.refused == 0 and twin.failed == cache.failed
+    assert twin.compiled == cache.compiled and twin.misses == cache.misses
+
+
 def assert_same(
     cache: ShapeCache, plaintext: bytes, objects: tuple[PushObject, ...] | None = None
 ) -> None:
     fast = outcome(lambda: cache.record_json(envelope_of(plaintext), plaintext, objects, MORE))
     assert fast == outcome(lambda: full_path(plaintext, objects))
+    assert_same_record(cache, plaintext, objects)
 
 
 # --- layouts: the same types, lengths, OBIS codes and scalers; other values ----------
@@ -413,6 +435,7 @@ def assert_same_layout(cache: ShapeCache, plaintext: bytes, layout: Any) -> None
     if fast[0] == "ok":
         full = open_decrypted(envelope_of(plaintext), plaintext, layout)
         assert cache.layout_mismatch == full.layout_mismatch
+    assert_same_record(cache, plaintext, layout)
 
 
 def _kamstrup_body(list_id: str, meter_type: str, current: int, energy: int) -> Data:
