@@ -499,9 +499,13 @@ def _text_bytes(item: Data) -> bytes:
 
 def _from_descriptors(body: Data) -> Plan:
     """A descriptor body (see `extract_readings_checked`): each value under its OBIS
-    code and attribute, self-described, so no layout applies."""
+    code and attribute, self-described, so no layout applies. In the wrapped form,
+    ``structure{enum, array{descriptors}}``, the enum is no reading."""
+    entries = _children(body) or ()
+    if len(entries) == 2 and entries[0].type is DataType.ENUM:
+        entries = _children(entries[1]) or ()
     plan = Plan()
-    for entry in _children(body) or ():
+    for entry in entries:
         fields = _children(entry)
         if fields is None or len(fields) != 4:
             return Plan()

@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 from dlmsd.cosem.readings import extract_readings
 from dlmsd.cosem.shapes import ShapeCache
 from dlmsd.decoding import decode_capture
-from dlmsd.protocol.apdus.notification import DataNotification, well_formed_date_time
+from dlmsd.protocol.apdus.notification import (
+    DataNotification,
+    decode_descriptor_body,
+    well_formed_date_time,
+)
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.cosem_datetime import CosemDateTime
 from dlmsd.protocol.errors import DecodeError, DlmsError
@@ -251,6 +255,58 @@ def test_xt211_descriptor_body_reads_as_values_under_their_descriptors() -> None
     for _ in range(3):
         assert cache.record_json(envelope, XT211) == push.record_json()
     assert cache.compiled == 0 and cache.failed == 0
+
+
+XT211_WRAPPED = "sagemcom/dlmsparser-raw-xt211.json"
+
+
+def test_xt211_wrapped_descriptor_body_from_a_real_capture() -> None:
+    """structure{enum, array{structure(2){untagged descriptor, value}}}: real XT211."""
+    capture = json.loads((FIELD / XT211_WRAPPED).read_text(encoding="utf-8"))
+    apdu = bytes.fromhex(capture["hex"])
+    notification = DataNotification.from_bytes(apdu)
+    assert notification.body_descriptors
+    assert notification.to_bytes() == apdu
+    envelope = Envelope(apdu, TITLE, None, None, apdu)
+    push = open_decrypted(envelope, apdu)
+    readings = [(str(r.obis), r.attribute, r.value) for r in push.readings]
+    assert len(readings) == 22  # the enum before the array is no reading
+    assert readings[0] == ("0-0:96.1.1*255", 2, "5100005149")
+    assert readings[-1] == ("1-0:2.8.0*255", 2, 52)
+    cache = ShapeCache()
+    for _ in range(3):
+        assert cache.record_json(envelope, apdu) == push.record_json()
+    assert cache.compiled == 0 and cache.failed == 0
+
+
+def test_xt211_wrapped_body_shares_one_value_budget() -> None:
+    capture = json.loads((FIELD / XT211_WRAPPED).read_text(encoding="utf-8"))
+    apdu = bytes.fromhex(capture["hex"])
+    # As charged: 1 for the body, 3 for the wrapping, per entry 5 and its value (1 here).
+    needed = 1 + 3 + 22 * 6
+    assert decode_descriptor_body(apdu, 6, needed) is not None
+    assert decode_descriptor_body(apdu, 6, needed - 1) is None
+    with pytest.raises(DlmsError):
+        DataNotification.from_bytes(apdu, max_values=needed - 1)
+
+
+def test_a_wrapped_body_that_does_not_read_to_its_end_is_refused() -> None:
+    capture = json.loads((FIELD / XT211_WRAPPED).read_text(encoding="utf-8"))
+    apdu = bytes.fromhex(capture["hex"])
+    for broken in (apdu[:-1], apdu + b"\x00", apdu[:12] + b"\x02\x03" + apdu[14:]):
+        with pytest.raises(DlmsError):
+            DataNotification.from_bytes(broken)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=48))
+def test_arbitrary_wrapped_bodies_give_a_notification_or_a_dlms_error(tail: bytes) -> None:
+    head = bytes.fromhex("0f8000f1d500020216010102")
+    try:
+        notification = DataNotification.from_bytes(head + tail)
+    except DlmsError:
+        return
+    assert notification.to_bytes() == head + tail
 
 
 def test_a_body_that_is_neither_form_is_refused_as_before() -> None:

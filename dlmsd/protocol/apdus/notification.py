@@ -23,6 +23,10 @@ decoder stops inside the first descriptor. When the body does not decode as
 A-XDR and reads exactly to its end in this form, it is accepted and represented
 as a sequence of ``structure{long-unsigned class id, octet-string OBIS, integer
 attribute, value}`` (`body_descriptors`, so it re-encodes byte-exact).
+Other XT211 firmware wraps that list: ``02 02 16 xx`` (structure{enum, ...}), then
+``01 count`` and per element ``02 02`` + descriptor + value; kept as
+``structure{enum, array{structure{class id, OBIS, attribute, value}}}``
+(real capture: esphome-libs/dlms_parser tests/dumps/raw_sagecom_xt211.log).
 Source: esphome/esphome esphome/components/dlms_meter/dlms_parser.cpp (pattern
 "U.ZPA" = ``F,C,O,A,TV``) and Tomer27cz/xt211 components/xt211/xt211_axdr_parser.cpp.
 
@@ -227,26 +231,63 @@ def _make_notification(
 _SEQUENCE_TAGS = (0x01, 0x02)  # array, structure
 _DESCRIPTOR_SIZE = 9  # class id (2), logical name (6), attribute (1)
 _MAX_DESCRIPTOR_CLASS = 0xFF  # interface classes in use are below 256
+_WRAPPED_HEAD = b"\x02\x02\x16"  # structure(2){enum, ...}: the wrapped form's start
+_PAIR_HEAD = b"\x02\x02"  # structure(2){descriptor, value}: one wrapped entry
 
 
 def decode_descriptor_body(buf: bytes, offset: int, max_values: int = MAX_VALUES) -> Data | None:
-    """The XT211 body form (see the module docstring) at `offset`, read exactly to the
-    end of `buf`, as a sequence of ``structure{class id, OBIS, attribute, value}``;
-    None when the bytes are not in that form, or when its values together would be
-    more than `decode_data` allows one body (`max_values`, and per byte)."""
+    """The XT211 body forms (see the module docstring) at `offset`, read exactly to the
+    end of `buf`; None when the bytes are in neither form, or when its values together
+    would be more than `decode_data` allows one body (`max_values`, and per byte).
+
+    Flat: a sequence of ``structure{class id, OBIS, attribute, value}``. Wrapped:
+    ``structure{enum, array{...}}`` whose array holds those structures."""
     size = len(buf)
     # One budget for all the entries' values, as for one body decoded by decode_data.
-    left = min(max_values, MAX_VALUES_PER_BYTE * (size - offset) + 64) - 1
+    budget = [min(max_values, MAX_VALUES_PER_BYTE * (size - offset) + 64) - 1]
+    if buf[offset : offset + 3] == _WRAPPED_HEAD and offset + 4 < size:
+        wrapped = _read_wrapped(buf, offset, budget)
+        if wrapped is not None:
+            return wrapped
+    read = _read_descriptors(buf, offset, budget, False)
+    if read is None or read[1] != size:
+        return None
+    return read[0]
+
+
+def _read_wrapped(buf: bytes, offset: int, budget: list[int]) -> Data | None:
+    """``02 02`` + a tagged enum + an array whose entries are each ``02 02`` + an untagged
+    descriptor + a tagged value (Sagemcom XT211 with firmware that wraps its list; real
+    capture: esphome-libs/dlms_parser tests/dumps/raw_sagecom_xt211.log)."""
+    budget[0] -= 3  # the outer structure, its enum and the array
+    read = _read_descriptors(buf, offset + 4, budget, True)
+    if read is None or read[1] != len(buf) or read[0].type is not DataType.ARRAY:
+        return None
+    return Data.structure(Data.enum(buf[offset + 3]), read[0])
+
+
+def _read_descriptors(
+    buf: bytes, offset: int, budget: list[int], wrapped: bool
+) -> tuple[Data, int] | None:
+    """``01|02 count`` then `count` entries: an untagged descriptor and one tagged value,
+    each entry after ``02 02`` when `wrapped`; the sequence and where it ends, or None.
+    `budget[0]` is the values still allowed, charged as they are read."""
+    size = len(buf)
     if offset + 2 > size or buf[offset] not in _SEQUENCE_TAGS:
         return None
     try:
         count, position = decode_length(buf, offset + 1)
     except DlmsError:
         return None
-    if count == 0 or count > (size - position) // (_DESCRIPTOR_SIZE + 1):
+    head = 2 if wrapped else 0
+    if count == 0 or count > (size - position) // (head + _DESCRIPTOR_SIZE + 1):
         return None
     entries = []
     for _ in range(count):
+        if wrapped:
+            if buf[position : position + 2] != _PAIR_HEAD:
+                return None
+            position += 2
         if position + _DESCRIPTOR_SIZE >= size:
             return None
         class_id = int.from_bytes(buf[position : position + 2], "big")
@@ -254,14 +295,16 @@ def decode_descriptor_body(buf: bytes, offset: int, max_values: int = MAX_VALUES
         attribute = int.from_bytes(buf[position + 8 : position + 9], "big", signed=True)
         if class_id == 0 or class_id > _MAX_DESCRIPTOR_CLASS or attribute == 0:
             return None
-        left -= 5  # the entry's structure and its three fields
-        if left < 1:
+        budget[0] -= 5  # the entry's structure and its three fields
+        if budget[0] < 1:
             return None
         try:
-            value, position, used = decode_data_counted(buf, position + _DESCRIPTOR_SIZE, left)
+            value, position, used = decode_data_counted(
+                buf, position + _DESCRIPTOR_SIZE, budget[0]
+            )
         except DlmsError:
             return None
-        left -= used
+        budget[0] -= used
         entries.append(
             Data.structure(
                 Data.long_unsigned(class_id),
@@ -270,14 +313,28 @@ def decode_descriptor_body(buf: bytes, offset: int, max_values: int = MAX_VALUES
                 value,
             )
         )
-    if position != size:
-        return None
     sequence = Data.array if buf[offset] == 0x01 else Data.structure
-    return sequence(*entries)
+    return sequence(*entries), position
 
 
 def encode_descriptor_body(body: Data) -> bytes:
-    """The XT211 body form of a sequence of ``structure{class id, OBIS, attribute, value}``."""
+    """The XT211 body form of a sequence of ``structure{class id, OBIS, attribute, value}``,
+    or of ``structure{enum, array{...}}`` holding one (the wrapped form)."""
+    outer = body.value
+    if (
+        body.type is DataType.STRUCTURE
+        and isinstance(outer, tuple)
+        and len(outer) == 2
+        and outer[0].type is DataType.ENUM
+        and isinstance(outer[0].value, int)
+        and outer[1].type is DataType.ARRAY
+    ):
+        head = _WRAPPED_HEAD + bytes((outer[0].value & 0xFF,))
+        return head + _encode_descriptors(outer[1], _PAIR_HEAD)
+    return _encode_descriptors(body, b"")
+
+
+def _encode_descriptors(body: Data, entry_head: bytes) -> bytes:
     entries = body.value
     if body.type not in (DataType.ARRAY, DataType.STRUCTURE) or not isinstance(entries, tuple):
         raise EncodeError("a descriptor body is an array or structure of descriptors")
@@ -301,6 +358,7 @@ def encode_descriptor_body(body: Data) -> bytes:
             or not -128 <= attribute <= 127
         ):
             raise EncodeError("a descriptor is structure{class id, OBIS, attribute, value}")
+        out += entry_head
         out += class_id.to_bytes(2, "big") + name + attribute.to_bytes(1, "big", signed=True)
         out += encode_data(fields[3])
     return bytes(out)
