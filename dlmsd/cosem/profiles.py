@@ -77,9 +77,18 @@ class Profile:
     #: False when the shape is too generic to pick from the body alone (select it).
     detect: bool = True
     notes: str = ""
+    #: For pushes that carry their own push object list: the scales to give values
+    #: without scaler-unit, instead of those the logical device name implies. Such a
+    #: profile has no elements (the push names its objects) and is only ever selected.
+    list_scales: Mapping[Obis, tuple[int, int]] | None = attrs.field(default=None, eq=False)
 
     def __len__(self) -> int:
         return len(self.elements)
+
+    def __bool__(self) -> bool:
+        # A selected profile always configures something, even one without elements
+        # (`list_scales`); callers treat an empty push object list as none with `or None`.
+        return True
 
 
 def _e(
@@ -493,3 +502,34 @@ def implied_scales_for(list_id: bytes, meter_type: bytes | None) -> Mapping[Obis
             if meter_type.startswith(prefix):
                 return scales
     return entry.scales
+
+
+# Landis+Gyr E360 (Swiss VSE/SCS configurations) pushes the same self-describing list
+# as the E450/E570, but voltages in 0.1 V; the push cannot tell the models apart (the
+# logical device name is LGZ... for all), so a meter selects this in the key store.
+# Source: scs/smartmeter-datacollector (commit 1507c3fc) smartmeter/lge360.py (class
+# LGE360), tests/test_lge360.py test_lge360_vse_standard (states 235.7 V for the raw 2357
+# and 0.06 A for 6 of a real E360 push, tests/testdata/lg_e360.py).
+_LG_E360_CAPTURE_LIST = {
+    **_LG_CAPTURE_LIST,
+    "1-0:32.7.0": (-1, VOLT),
+    "1-0:52.7.0": (-1, VOLT),
+    "1-0:72.7.0": (-1, VOLT),
+}
+
+# Defined here, after the L+G scales it extends; selected by name only (detect=False).
+PROFILES += (
+    Profile(
+        "lg-e360-push-object-list",
+        "Landis+Gyr",
+        "E360",
+        "Switzerland (VSE/SCS configurations)",
+        "https://github.com/scs/smartmeter-datacollector smartmeter_datacollector/smartmeter/"
+        "lge360.py, tests/test_lge360.py (commit 1507c3fc)",
+        (),
+        detect=False,
+        notes="Scales for a push that carries its push object list: voltages 0.1 V.",
+        list_scales=_scales(_LG_E360_CAPTURE_LIST),
+    ),
+)
+_BY_NAME[PROFILES[-1].name] = PROFILES[-1]

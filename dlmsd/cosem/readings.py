@@ -233,7 +233,7 @@ def plan_readings(body: Data, layout: Layout | None = None) -> Plan:
     items = _children(body)
     if items is None:
         return Plan()
-    listed = _from_capture_list(items)
+    listed = _from_capture_list(items, layout)
     if listed is not None:
         return listed
     structured = _from_structures(items)
@@ -270,6 +270,11 @@ def _from_layout(items: tuple[Data, ...], layout: Layout) -> Plan:
 
 
 def _misfit(layout: Layout, items: tuple[Data, ...]) -> str:
+    if isinstance(layout, Profile) and layout.list_scales is not None:
+        return (
+            f"profile {layout.name} is for pushes that carry their push object list;"
+            f" the body is {len(items)} bare elements ({_type_names(items)})"
+        )
     if isinstance(layout, Profile):
         return (
             f"profile {layout.name} has {len(layout)} elements of other types than"
@@ -516,9 +521,10 @@ def _from_descriptors(body: Data) -> Plan:
     return plan
 
 
-def _from_capture_list(items: tuple[Data, ...]) -> Plan | None:
+def _from_capture_list(items: tuple[Data, ...], layout: Layout | None = None) -> Plan | None:
     """Element 1 the push object list (capture objects), the values after it; None
-    when the body is not one.
+    when the body is not one. A selected profile with `list_scales` gives the scales
+    (else the logical device name implies them).
 
     When the first capture object is the push setup itself (class 40), element 1 is
     its value and capture object i describes element i; otherwise capture object i
@@ -559,6 +565,8 @@ def _from_capture_list(items: tuple[Data, ...]) -> Plan | None:
             for (_c, obis, attr), value in pairs
         ]
     )
+    if isinstance(layout, Profile) and layout.list_scales is not None:
+        return _apply_scales(plan, layout.list_scales, ())
     return _with_device_scales(plan)
 
 

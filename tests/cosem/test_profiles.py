@@ -22,10 +22,12 @@ from dlmsd.cosem.readings import (
     extract_readings_checked,
     plan_readings,
 )
+from dlmsd.cosem.shapes import ShapeCache
 from dlmsd.decoding import decode_capture
 from dlmsd.protocol.apdus.notification import DataNotification
 from dlmsd.protocol.axdr import Data, DataType, decode_data_exact
 from dlmsd.protocol.obis import Obis
+from dlmsd.protocol.push import Envelope, open_decrypted
 from dlmsd.protocol.security import Suite0Cipher
 
 FIELD = Path(__file__).parent.parent / "data" / "field"
@@ -306,3 +308,51 @@ def test_lg_push_with_its_own_list_gets_the_scales_its_source_states() -> None:
     # The push setup's attribute 1 (its logical name) reads as the OBIS code it is.
     assert readings["0-8:25.9.0"]["value"] == "0-8:25.9.0*255"
     assert readings["0-8:25.9.0"]["attribute"] == 1
+
+
+E360 = FIELD / "landis-gyr/smdc-e360-vse2026.json"
+
+
+def reading_of(records: list[dict[str, Any]], obis: str) -> tuple[object, object]:
+    (record,) = records
+    (found,) = [r for r in record["readings"] if r["obis"] == obis]
+    return found["value"], found.get("unit")
+
+
+def test_e360_voltages_are_tenths_only_when_the_meter_selects_it() -> None:
+    capture = load(E360)
+    assert capture["profile"] == "lg-e360-push-object-list"
+    # Selected (as the key store would): 0.1 V, as the source states for this push.
+    selected = decode_file(capture)
+    assert reading_of(selected, "1-0:32.7.0*255") == (235.7, "V")
+    assert reading_of(selected, "1-0:31.7.0*255") == (0.06, "A")
+    assert reading_of(selected, "1-0:1.7.0*255") == (11, "W")
+    # Not selected: the push names itself LGZ... like an E450 (volts); no guess.
+    plain = decode_file({**capture, "profile": None})
+    assert reading_of(plain, "1-0:32.7.0*255") == (2357, "V")
+    assert reading_of(plain, "1-0:31.7.0*255") == (0.06, "A")
+
+
+def test_a_list_scales_profile_is_never_detected_and_does_not_fit_a_bare_body() -> None:
+    profile = profile_named("lg-e360-push-object-list")
+    assert profile is not None and profile.list_scales is not None and not profile.detect
+    assert profile and len(profile) == 0  # selected means configured, though it has no elements
+    bare = Data.structure(Data.long_unsigned(2357), Data.long_unsigned(6))
+    readings, mismatch = extract_readings_checked(bare, profile)
+    assert readings == () and mismatch is not None
+    assert mismatch.startswith(f"profile {profile.name} is for pushes that carry their push")
+
+
+def test_a_list_scales_profile_takes_the_fast_path_with_the_same_text() -> None:
+    raw = bytes.fromhex(load(E360)["hex"])
+    apdu = raw[raw.index(bytes.fromhex("e6e700")) + 3 : -3]  # one HDLC frame: LLC to FCS
+    profile = profile_named("lg-e360-push-object-list")
+    envelope = Envelope(apdu, bytes.fromhex("4B464D0000000001"), None, None, apdu)
+    full = open_decrypted(envelope, apdu, profile).record_json()
+    assert '"value":235.7,"unit":"V"' in full
+    cache = ShapeCache()
+    for _ in range(3):
+        assert cache.record_json(envelope, apdu, profile) == full
+    assert cache.compiled == 1 and cache.failed == 0 and cache.refused == 0
+    # The scales come from the selection, not the cached shape of another layout.
+    assert '"value":2357,"unit":"V"' in cache.record_json(envelope, apdu)
