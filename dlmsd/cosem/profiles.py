@@ -517,7 +517,7 @@ _LG_E360_CAPTURE_LIST = {
     "1-0:72.7.0": (-1, VOLT),
 }
 
-# Defined here, after the L+G scales it extends; selected by name only (detect=False).
+# Defined here, after the L+G scales they use; selected by name only (detect=False).
 PROFILES += (
     Profile(
         "lg-e360-push-object-list",
@@ -531,5 +531,20 @@ PROFILES += (
         notes="Scales for a push that carries its push object list: voltages 0.1 V.",
         list_scales=_scales(_LG_E360_CAPTURE_LIST),
     ),
+    # The E450/E570 scales (`_LG_CAPTURE_LIST`) by selection, for pushes whose list names
+    # the meter by its serial (0-0:96.1.0) instead of the LGZ logical device name, as the
+    # E450 of Regionalwerke Baden (amsreader-firmware issue 740) does.
+    Profile(
+        "lg-e450-push-object-list",
+        "Landis+Gyr",
+        "E450, E570",
+        "Switzerland (VSE/SCS configurations)",
+        "https://github.com/scs/smartmeter-datacollector smartmeter_datacollector/smartmeter/"
+        "cosem.py, meter_data.py, tests/test_lge450.py (commit 1507c3fc)",
+        (),
+        detect=False,
+        notes="Scales for a push that carries its push object list: V, 0.01 A.",
+        list_scales=_scales(_LG_CAPTURE_LIST),
+    ),
 )
-_BY_NAME[PROFILES[-1].name] = PROFILES[-1]
+_BY_NAME.update((profile.name, profile) for profile in PROFILES[-2:])

@@ -356,3 +356,15 @@ def test_a_list_scales_profile_takes_the_fast_path_with_the_same_text() -> None:
     assert cache.compiled == 1 and cache.failed == 0 and cache.refused == 0
     # The scales come from the selection, not the cached shape of another layout.
     assert '"value":2357,"unit":"V"' in cache.record_json(envelope, apdu)
+
+
+def test_an_e450_list_naming_its_serial_takes_l_g_scales_only_when_selected() -> None:
+    capture = load(FIELD / "landis-gyr/amsreader-gh740-gbt.json")
+    assert capture["profile"] == "lg-e450-push-object-list"
+    selected = decode_file(capture)
+    assert reading_of(selected, "1-0:1.7.0*255") == (362, "W")
+    assert reading_of(selected, "1-0:31.7.0*255") == (0.51, "A")
+    assert reading_of(selected, "1-1:5.8.0*255") == (34671, None)  # no scale documented
+    # Not selected: the serial (0-0:96.1.0) names no make, so no units are implied.
+    plain = decode_file({**capture, "profile": None})
+    assert reading_of(plain, "1-0:1.7.0*255") == (362, None)
