@@ -245,10 +245,9 @@ def decode_descriptor_body(buf: bytes, offset: int, max_values: int = MAX_VALUES
     size = len(buf)
     # One budget for all the entries' values, as for one body decoded by decode_data.
     budget = [min(max_values, MAX_VALUES_PER_BYTE * (size - offset) + 64) - 1]
-    if buf[offset : offset + 3] == _WRAPPED_HEAD and offset + 4 < size:
-        wrapped = _read_wrapped(buf, offset, budget)
-        if wrapped is not None:
-            return wrapped
+    if buf[offset : offset + 3] == _WRAPPED_HEAD:
+        # Never the flat form too: its first class id would be 0x16xx, over the maximum.
+        return _read_wrapped(buf, offset, budget) if offset + 4 < size else None
     read = _read_descriptors(buf, offset, budget, False)
     if read is None or read[1] != size:
         return None
