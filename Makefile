@@ -24,7 +24,7 @@ run: $(STAMP)
 	mkdir -p var
 	# git checks files out 0644; the daemon refuses key files others can read
 	chmod 600 etc/keys.toml etc/sim-keys.toml
-	$(BIN)/dlmsd run --config etc/dlmsd.toml
+	$(BIN)/twistd -n --pidfile= dlmsd --config etc/dlmsd.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check dlmsd tests twisted bench fuzz
