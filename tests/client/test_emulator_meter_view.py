@@ -149,6 +149,20 @@ def test_object_list_shows_the_rights_of_the_association_reading_it() -> None:
     assert set(seen) == {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
+def test_public_client_object_list_is_cut_down_to_its_access_rights() -> None:
+    def listed(settings: ClientSettings) -> set[Obis]:
+        session = Session(meter(), settings)
+        associate(session)
+        value = session.get(attribute(15, ASSOCIATION, 2))
+        assert isinstance(value, Data)
+        return {entry.logical_name for entry in ic.decode_object_list(value)}
+
+    public_list, management_list = listed(public()), listed(management_lls())
+    assert ic.SECURITY_SETUP in management_list  # read at LLS
+    assert management_list - public_list == {ic.SECURITY_SETUP}  # the public client has no right
+    assert {ic.CURRENT_ASSOCIATION, ic.CLOCK, ic.LOGICAL_DEVICE_NAME} <= public_list
+
+
 # --- the association describes itself ------------------------------------------------------
 
 
