@@ -142,7 +142,7 @@ class EmulatorConfig:
     #: IDIS's public client (16, no security) and management client (1, `authentication`).
     associations: tuple[tuple[int, Authentication], ...] = ()
     #: More logical devices (server SAPs) besides `logical_device`, each with its own
-    #: objects (wrapper only: HDLC serves `logical_device`).
+    #: objects (the wrapper's destination wPort or HDLC's upper address selects one).
     more_logical_devices: tuple[int, ...] = ()
 
     def association_table(self) -> dict[int, Authentication]:
@@ -249,7 +249,11 @@ class EmulatedMeter:
                 window_rx=config.hdlc_window,
             )
             address = HdlcAddress.server(config.logical_device, config.physical_address)
-            self.transport = HdlcServerTransport(address, parameters=capabilities)
+            self.transport = HdlcServerTransport(
+                address,
+                parameters=capabilities,
+                more_logical_devices=tuple(self.models),
+            )
         else:
             self.transport = WrapperServerTransport(
                 config.logical_device,
@@ -291,7 +295,7 @@ class EmulatedMeter:
         server = (
             transport.server_address
             if isinstance(transport, WrapperServerTransport)
-            else self.config.logical_device
+            else transport.server_address.logical  # the device the link is with
         )
         key = (server, client)
         if apdu[:1] == b"\x60" or key not in self._associations:
@@ -533,12 +537,19 @@ class _PtyMaster(FileDescriptor):
 class PtyEndpoint:
     """HDLC on a pseudo-terminal: the emulator holds the master, clients open ``path``."""
 
-    def __init__(self, reactor: Any, model: ObjectModel, config: EmulatorConfig) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        model: ObjectModel,
+        config: EmulatorConfig,
+        more_models: dict[int, ObjectModel] | None = None,
+    ) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no line discipline: HDLC bytes pass untouched
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)
-        self.meter = EmulatedMeter(model, attrs.evolve(config, transport="hdlc"))
+        hdlc = attrs.evolve(config, transport="hdlc")
+        self.meter = EmulatedMeter(model, hdlc, more_models=more_models)
         self.protocol = EmulatorProtocol(self.meter)
         self._io = _PtyMaster(reactor, self.master, self.protocol)
 
@@ -622,7 +633,7 @@ def start(
         udp = UdpEmulator(chosen, config, more)
         running.udp = reactor.listenUDP(udp_port, udp, interface=interface)
     if pty:
-        running.pty = PtyEndpoint(reactor, chosen, config)
+        running.pty = PtyEndpoint(reactor, chosen, config, more)
     return running
 
 
@@ -665,8 +676,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="SAP",
-        help="server SAP of a logical device (repeatable; default 1; the wrapper serves "
-        "every one, each with its own objects; HDLC the first)",
+        help="server SAP of a logical device (repeatable; default 1; each has its own "
+        "objects, chosen by the wrapper's wPort or HDLC's upper address)",
     )
     parser.add_argument(
         "--association",

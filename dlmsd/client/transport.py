@@ -375,7 +375,10 @@ class HdlcServerTransport:
     * A repeated I frame (the client missed our answer) gets the last window again.
     * DISC: UA (DM when not connected); any other frame when not connected: DM.
 
-    Frames addressed to another server are ignored, as on a shared bus.
+    Frames addressed to another server are ignored, as on a shared bus. The upper
+    address selects a logical device: ``server_address`` or one of
+    ``more_logical_devices``; an SNRM links to the one it names, and frames for a
+    device the link is not with get DM from that device.
     """
 
     def __init__(
@@ -384,10 +387,13 @@ class HdlcServerTransport:
         *,
         parameters: HdlcParameters = DEFAULT_SERVER_PARAMETERS,
         max_apdu_length: int = MAX_APDU_LENGTH,
+        more_logical_devices: tuple[int, ...] = (),
     ) -> None:
         if isinstance(server_address, int):
             server_address = HdlcAddress.server(server_address)
+        #: The logical device of the current (or last) link.
         self.server_address = server_address
+        self._logical_devices = frozenset((server_address.logical, *more_logical_devices))
         self._capabilities = parameters
         self._max_apdu_length = max_apdu_length
         self._decoder = HdlcStreamDecoder()
@@ -445,13 +451,20 @@ class HdlcServerTransport:
 
     def _handle(self, frame: HdlcFrame) -> None:
         destination = frame.destination
-        if destination.logical != self.server_address.logical or (
+        if destination.logical not in self._logical_devices or (
             destination.physical != self.server_address.physical
         ):
-            return
+            return  # another meter on the bus, or a logical device this one does not have
         kind = frame.control.kind
         if kind is FrameKind.SNRM:
+            self.server_address = HdlcAddress.server(
+                destination.logical, self.server_address.physical
+            )
             self._on_snrm(frame)
+        elif destination.logical != self.server_address.logical:
+            if kind is not FrameKind.UI:  # not linked with that logical device
+                device = HdlcAddress.server(destination.logical, self.server_address.physical)
+                self._reply_dm(frame.source, device)
         elif kind is FrameKind.DISC:
             connected = self._client is not None
             self._client = frame.source
@@ -548,6 +561,6 @@ class HdlcServerTransport:
         frame = HdlcFrame(self._client, self.server_address, Control(kind), information)
         self._outgoing.append(frame.to_bytes())
 
-    def _reply_dm(self, client: HdlcAddress) -> None:
-        frame = HdlcFrame(client, self.server_address, Control(FrameKind.DM))
+    def _reply_dm(self, client: HdlcAddress, server: HdlcAddress | None = None) -> None:
+        frame = HdlcFrame(client, server or self.server_address, Control(FrameKind.DM))
         self._outgoing.append(frame.to_bytes())

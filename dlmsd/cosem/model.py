@@ -278,10 +278,14 @@ class ObjectModel:
         return entry.handler(parameters)
 
     def object_list(self, level: Authentication) -> Data:
-        """Association LN attribute 2 for an association at `level`."""
-        return Data.array(
-            *(obj.object_list_entry(level).to_data() for obj in self.objects.values())
-        )
+        """Association LN attribute 2 for an association at `level`.
+
+        IDIS-style, an association lists only the objects its access rights reach:
+        one whose attributes (the logical name aside) and methods it may not touch
+        at all is left out, as the public client's list is cut down on IDIS meters.
+        """
+        entries = (obj.object_list_entry(level) for obj in self.objects.values())
+        return Data.array(*(entry.to_data() for entry in entries if _granted(entry)))
 
     def last_client_invocation_counter(self, counter_object: Obis) -> int:
         """The last IC accepted from the client whose counter object this is (-1: none)."""
@@ -290,6 +294,16 @@ class ObjectModel:
     def accept_client_invocation_counter(self, counter_object: Obis, value: int) -> None:
         """Record an accepted IC; the counter object (if in the model) then reads it."""
         self.client_invocation_counters[counter_object] = value
+
+
+def _granted(entry: ic.ObjectListEntry) -> bool:
+    """Whether an object list entry grants anything besides reading the logical name."""
+    attributes = any(
+        item.attribute_id != 1 and item.access_mode != ic.AttributeAccess.NO_ACCESS
+        for item in entry.attribute_access
+    )
+    methods = any(item.access_mode != ic.MethodAccess.NO_ACCESS for item in entry.method_access)
+    return attributes or methods
 
 
 # --- building blocks ---------------------------------------------------------------------

@@ -3,7 +3,8 @@
 * IDIS associations: the public client (16, no security) and the management client
   (1, the configured authentication); other client SAPs are refused unless
   configured (``--association SAP:AUTH``).
-* Logical devices: each server SAP (``--logical-device``) has its own objects.
+* Logical devices: each server SAP (``--logical-device``) has its own objects,
+  chosen by the wrapper's destination wPort or HDLC's upper server address.
 * Association LN: attributes it does not have are object-undefined, write-protected
   ones read-write-denied, the secret is neither readable nor writable, and
   attributes 3-6 describe the association that reads them.
@@ -11,10 +12,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from dlmsd.cli import build_parser
+from dlmsd.client.blocking import TcpClient
 from dlmsd.client.emulator import EmulatedMeter, EmulatorConfig, config_from_args, emulator_model
+from dlmsd.client.errors import TimeoutError
 from dlmsd.cosem import objects as ic
 from dlmsd.protocol.apdus.acse import AARE
 from dlmsd.protocol.apdus.common import CosemAttributeDescriptor
@@ -24,9 +29,11 @@ from dlmsd.protocol.association import Authentication, Ciphering, ClientSettings
 from dlmsd.protocol.axdr import Data
 from dlmsd.protocol.client import Associated, ClientConnection, GetResult, SetResult
 from dlmsd.protocol.events import NEED_DATA
+from dlmsd.protocol.hdlc import Control, FrameKind, HdlcAddress, HdlcFrame, HdlcParameters
 from dlmsd.protocol.obis import Obis
 from dlmsd.protocol.security import Suite0Cipher
 from dlmsd.protocol.wrapper import WrapperFrame, datagram_apdu
+from tests.client.conftest import EmulatorProcess
 
 EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
@@ -142,6 +149,20 @@ def test_object_list_shows_the_rights_of_the_association_reading_it() -> None:
     assert set(seen) == {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
+def test_public_client_object_list_is_cut_down_to_its_access_rights() -> None:
+    def listed(settings: ClientSettings) -> set[Obis]:
+        session = Session(meter(), settings)
+        associate(session)
+        value = session.get(attribute(15, ASSOCIATION, 2))
+        assert isinstance(value, Data)
+        return {entry.logical_name for entry in ic.decode_object_list(value)}
+
+    public_list, management_list = listed(public()), listed(management_lls())
+    assert ic.SECURITY_SETUP in management_list  # read at LLS
+    assert management_list - public_list == {ic.SECURITY_SETUP}  # the public client has no right
+    assert {ic.CURRENT_ASSOCIATION, ic.CLOCK, ic.LOGICAL_DEVICE_NAME} <= public_list
+
+
 # --- the association describes itself ------------------------------------------------------
 
 
@@ -220,6 +241,48 @@ def test_each_logical_device_has_its_own_objects() -> None:
     assert names[1] != names[2]
     stranger = Session(emulated, public(), server_sap=3)
     assert stranger.run(stranger.client.associate()) is None  # not this meter's SAP
+
+
+def test_hdlc_upper_address_selects_the_logical_device(
+    emulator: Callable[..., EmulatorProcess],
+) -> None:
+    meter = emulator("--transport", "hdlc", "--logical-device", "1", "--logical-device", "17")
+    names = {}
+    for sap in (1, 17):
+        settings = ClientSettings(client_sap=16, server_logical_device=sap)
+        client = TcpClient("127.0.0.1", meter.port, settings, transport="hdlc", timeout=2)
+        with client.session() as session:
+            names[sap] = session.get("0-0:42.0.0*255").value
+            partners = session.get("0-0:40.0.0*255", attribute=3)
+            assert partners == Data.structure(Data.integer(16), Data.long_unsigned(sap))
+    assert names == {1: b"DLMSDGAS0000001", 17: b"DLMSDGAS0000017"}
+    stranger = ClientSettings(client_sap=16, server_logical_device=3)
+    client = TcpClient("127.0.0.1", meter.port, stranger, transport="hdlc", timeout=0.3, retries=1)
+    with pytest.raises(TimeoutError), client.session():
+        pass  # no such logical device: the meter stays silent
+
+
+def test_hdlc_frames_for_a_device_the_link_is_not_with_get_dm() -> None:
+    config = EmulatorConfig(transport="hdlc", more_logical_devices=(17,))
+    emulated = EmulatedMeter(
+        emulator_model(hours=2),
+        config,
+        more_models={17: emulator_model(hours=2, serial=b"GAS0000017", logical_device=17)},
+    )
+    client = HdlcAddress.client(16)
+
+    def send(kind: FrameKind, logical: int, information: bytes = b"") -> list[HdlcFrame]:
+        server = HdlcAddress.server(logical, config.physical_address)
+        frame = HdlcFrame(server, client, Control(kind), information).to_bytes()
+        return [HdlcFrame.from_bytes(chunk) for chunk in emulated.receive_data(frame)]
+
+    (ua,) = send(FrameKind.SNRM, 17, HdlcParameters().to_bytes())
+    assert (ua.control.kind, ua.source.logical) == (FrameKind.UA, 17)
+    (dm,) = send(FrameKind.DISC, 1)  # linked with 17, not 1
+    assert (dm.control.kind, dm.source.logical) == (FrameKind.DM, 1)
+    assert send(FrameKind.SNRM, 3, HdlcParameters().to_bytes()) == []  # not this meter's
+    (ua,) = send(FrameKind.DISC, 17)
+    assert (ua.control.kind, ua.source.logical) == (FrameKind.UA, 17)
 
 
 def test_command_line_builds_the_table() -> None:
