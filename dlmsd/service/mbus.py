@@ -19,18 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from dlmsd.protocol.errors import LengthError
 from dlmsd.protocol.mbus import FrameError, MbusApdu, MbusPushStream, ReassemblyError
 from dlmsd.service.config import MbusSerialListenerConfig, MbusTcpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
 from dlmsd.service.metrics import Metrics
+from dlmsd.service.serial_push import SerialPushService
 from dlmsd.service.tcp import PushStreamFactory, PushStreamProtocol
 
 SERIAL_TRANSPORT = "mbus_serial"
@@ -162,25 +159,10 @@ def listen_mbus_tcp(
 # --- on a serial line -----------------------------------------------------------
 
 
-class _SerialProtocol(Protocol):
-    """The protocol a `SerialPort` drives; tells its service when the line goes away."""
+class MbusSerialService(SerialPushService):
+    """Receives M-Bus pushes on one serial device, reopening it while running."""
 
-    def __init__(self, receiver: MbusPushReceiver, on_lost: Callable[[Failure], object]) -> None:
-        self._receiver = receiver
-        self._on_lost = on_lost
-
-    def dataReceived(self, data: bytes) -> None:
-        self._receiver.data_received(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._on_lost(reason)
-
-
-class MbusSerialService(Service):
-    """Receives M-Bus pushes on one serial device, reopening it while running
-    (as `dlmsd.service.hdlc.HdlcSerialService` does for HDLC)."""
-
-    log = Logger()
+    pushes = "M-Bus pushes"
 
     def __init__(
         self,
@@ -189,9 +171,7 @@ class MbusSerialService(Service):
         metrics: Metrics,
         config: MbusSerialListenerConfig,
     ) -> None:
-        self._reactor = reactor
-        self.config = config
-        self.receiver = MbusPushReceiver(
+        receiver = MbusPushReceiver(
             ingest,
             transport=SERIAL_TRANSPORT,
             source=config.device,
@@ -200,63 +180,5 @@ class MbusSerialService(Service):
             system_title=config.system_title,
             on_dropped=metrics.partial_pushes_dropped.labels(config.name).inc,
         )
-        self.port: Any = None
-        self._reopen: DelayedCall | None = None
-        self.setName(config.name)  # type: ignore[no-untyped-call]
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._open()
-
-    def _open(self) -> None:
-        self._reopen = None
-        from twisted.internet.serialport import SerialPort
-
-        config = self.config
-        self.receiver.reset()
-        protocol = _SerialProtocol(self.receiver, self._lost)
-        try:
-            self.port = SerialPort(  # type: ignore[no-untyped-call]
-                protocol,
-                config.device,
-                self._reactor,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            )
-        except Exception as error:  # serial.SerialException is an OSError only sometimes
-            self.log.error(
-                "cannot open serial device {device}: {error}; retrying in {delay}s",
-                device=config.device,
-                error=str(error),
-                delay=config.reopen_delay,
-            )
-            self._schedule_reopen()
-            return
-        self.log.info("listening for M-Bus pushes on {device}", device=config.device)
-
-    def _lost(self, reason: Failure) -> None:
-        self.port = None
-        if not self.running:
-            return
-        self.log.warn(
-            "serial device {device} closed: {error}; reopening in {delay}s",
-            device=self.config.device,
-            error=reason.getErrorMessage(),
-            delay=self.config.reopen_delay,
-        )
-        self._schedule_reopen()
-
-    def _schedule_reopen(self) -> None:
-        if self.running and self._reopen is None:
-            self._reopen = self._reactor.callLater(self.config.reopen_delay, self._open)
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._reopen is not None and self._reopen.active():
-            self._reopen.cancel()
-        self._reopen = None
-        if self.port is not None:
-            self.port.loseConnection()
-            self.port = None
+        super().__init__(reactor, config, receiver)
+        self.receiver: MbusPushReceiver = receiver
