@@ -28,9 +28,9 @@ from dlmsd.protocol.hdlc.reassembly import ReassemblyError
 from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
 from dlmsd.service.config import HdlcSerialListenerConfig, HdlcTcpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.line_tcp import LineTcpFactory, listen_line_tcp
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.serial_push import SerialPushService
-from dlmsd.service.tcp import PushStreamFactory, PushStreamProtocol
 
 SERIAL_TRANSPORT = "hdlc_serial"
 TCP_TRANSPORT = "hdlc_tcp"
@@ -110,49 +110,11 @@ class HdlcPushReceiver:
 # --- over TCP -------------------------------------------------------------------
 
 
-class HdlcTcpFactory(PushStreamFactory):
+class HdlcTcpFactory(LineTcpFactory):
     """HDLC frames over TCP (``[[listeners.hdlc_tcp]]``)."""
 
     transport_name = TCP_TRANSPORT
-
-    def __init__(self, ingest: Ingest, metrics: Metrics, config: HdlcTcpListenerConfig) -> None:
-        super().__init__(
-            ingest,
-            metrics,
-            name=config.name,
-            idle_timeout=config.idle_timeout,
-            max_connections=config.max_connections,
-            max_connections_per_source=config.max_connections_per_source,
-        )
-        self.max_apdu_size = config.max_apdu_size
-        self.system_title = config.system_title
-        self.dropped = metrics.partial_pushes_dropped.labels(config.name).inc
-
-    def make_protocol(self) -> PushStreamProtocol:
-        return HdlcTcpProtocol()
-
-
-class HdlcTcpProtocol(PushStreamProtocol):
-    """One TCP connection carrying HDLC frames."""
-
-    _receiver: HdlcPushReceiver
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        factory = self.factory
-        assert isinstance(factory, HdlcTcpFactory)
-        self._receiver = HdlcPushReceiver(
-            factory.ingest,
-            transport=TCP_TRANSPORT,
-            source=self.source,
-            on_frame=self.frame_received,
-            max_apdu_size=factory.max_apdu_size,
-            system_title=factory.system_title,
-            on_dropped=factory.dropped,
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        self._receiver.data_received(data)
+    receiver_type = HdlcPushReceiver
 
 
 def listen_hdlc_tcp(
@@ -160,10 +122,7 @@ def listen_hdlc_tcp(
 ) -> tuple[IListeningPort, HdlcTcpFactory]:
     """Start an HDLC-over-TCP listener; returns its port and factory."""
     factory = HdlcTcpFactory(ingest, metrics, config)
-    port: IListeningPort = reactor.listenTCP(
-        config.port, factory, backlog=1024, interface=config.address
-    )
-    return port, factory
+    return listen_line_tcp(reactor, factory, config), factory
 
 
 # --- on a serial line -----------------------------------------------------------

@@ -26,9 +26,9 @@ from dlmsd.protocol.errors import LengthError
 from dlmsd.protocol.mbus import FrameError, MbusApdu, MbusPushStream, ReassemblyError
 from dlmsd.service.config import MbusSerialListenerConfig, MbusTcpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.line_tcp import LineTcpFactory, listen_line_tcp
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.serial_push import SerialPushService
-from dlmsd.service.tcp import PushStreamFactory, PushStreamProtocol
 
 SERIAL_TRANSPORT = "mbus_serial"
 TCP_TRANSPORT = "mbus_tcp"
@@ -100,49 +100,11 @@ class MbusPushReceiver:
 # --- over TCP -------------------------------------------------------------------
 
 
-class MbusTcpFactory(PushStreamFactory):
+class MbusTcpFactory(LineTcpFactory):
     """M-Bus frames over TCP (``[[listeners.mbus_tcp]]``)."""
 
     transport_name = TCP_TRANSPORT
-
-    def __init__(self, ingest: Ingest, metrics: Metrics, config: MbusTcpListenerConfig) -> None:
-        super().__init__(
-            ingest,
-            metrics,
-            name=config.name,
-            idle_timeout=config.idle_timeout,
-            max_connections=config.max_connections,
-            max_connections_per_source=config.max_connections_per_source,
-        )
-        self.max_apdu_size = config.max_apdu_size
-        self.system_title = config.system_title
-        self.dropped = metrics.partial_pushes_dropped.labels(config.name).inc
-
-    def make_protocol(self) -> PushStreamProtocol:
-        return MbusTcpProtocol()
-
-
-class MbusTcpProtocol(PushStreamProtocol):
-    """One TCP connection carrying M-Bus frames."""
-
-    _receiver: MbusPushReceiver
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        factory = self.factory
-        assert isinstance(factory, MbusTcpFactory)
-        self._receiver = MbusPushReceiver(
-            factory.ingest,
-            transport=TCP_TRANSPORT,
-            source=self.source,
-            on_frame=self.frame_received,
-            max_apdu_size=factory.max_apdu_size,
-            system_title=factory.system_title,
-            on_dropped=factory.dropped,
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        self._receiver.data_received(data)
+    receiver_type = MbusPushReceiver
 
 
 def listen_mbus_tcp(
@@ -150,10 +112,7 @@ def listen_mbus_tcp(
 ) -> tuple[IListeningPort, MbusTcpFactory]:
     """Start an M-Bus-over-TCP listener; returns its port and factory."""
     factory = MbusTcpFactory(ingest, metrics, config)
-    port: IListeningPort = reactor.listenTCP(
-        config.port, factory, backlog=1024, interface=config.address
-    )
-    return port, factory
+    return listen_line_tcp(reactor, factory, config), factory
 
 
 # --- on a serial line -----------------------------------------------------------
