@@ -133,6 +133,14 @@ class UdpListenerConfig:
             "SO_RCVBUF in bytes (0: kernel default): absorbs bursts while the reactor is busy."
         ),
     )
+    batch_reads: bool = attrs.field(
+        default=True,
+        metadata=doc(
+            "While pushes come slowly, leave the dry socket alone until right before the"
+            " next commit and read what came then: one wake-up and warm caches for all of"
+            " a commit's pushes, no added latency. false: read each datagram at once."
+        ),
+    )
 
 
 DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 1_000
@@ -626,6 +634,7 @@ def _udp(table: _Table) -> UdpListenerConfig:
         address=address,
         port=port,
         reuse_port=table.boolean("reuse_port", False),
+        batch_reads=table.boolean("batch_reads", True),
         max_frame_size=table.integer(
             "max_frame_size", DEFAULT_MAX_FRAME_SIZE, 9, MAX_WRAPPER_FRAME
         ),

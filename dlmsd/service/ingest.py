@@ -143,6 +143,9 @@ class Ingest:
         self._interval_max = max(commit_interval, commit_interval_max or commit_interval)
         self._clock = clock
         self._commit_call: DelayedCall | None = None
+        # Listeners that stopped reading while pushes come slowly: they read right
+        # before the next commit (dlmsd.service.udp_burst).
+        self._readers: list[Callable[[], object]] = []
         self._committing = False
         self._flush_waiters: list[Deferred[int]] = []
         self._log_limit = LogRateLimiter(log_interval)
@@ -400,6 +403,22 @@ class Ingest:
         self._commit_call = None
         self._start_commit()
 
+    def commit_wait(self) -> float:
+        """Seconds until a push staged now would be committed."""
+        call = self._commit_call
+        if call is not None and call.active():
+            remaining: float = call.getTime() - self._reactor.seconds()
+            return max(0.0, remaining)
+        return self._commit_interval
+
+    def read_before_commit(self, read: Callable[[], object]) -> None:
+        """Call `read` right before the next commit starts (due within `commit_wait()`;
+        one is scheduled if none is): a listener that left its socket alone while
+        pushes come slowly reads them then, and they go into that commit."""
+        self._readers.append(read)
+        if self._commit_call is None:
+            self._commit_call = self._reactor.callLater(self._commit_interval, self._timed_flush)
+
     def flush(self) -> Deferred[int]:
         """Commit the staged pushes now; fires with how many were accepted.
 
@@ -417,6 +436,11 @@ class Ingest:
             if self._commit_call.active():
                 self._commit_call.cancel()
             self._commit_call = None
+        # Whatever starts a commit first lets waiting listeners read: what they find
+        # joins this commit (or the next, if one is in flight).
+        readers, self._readers = self._readers, []
+        for read in readers:
+            read()
         if self._committing:
             return defer.succeed(0)  # the commit in flight starts the next one
         meters, self._staged_meters = self._staged_meters, []

@@ -8,13 +8,16 @@ The socket's receive buffer is set to ``receive_buffer`` (4 MiB by default):
 pushes come in bursts (meters on the same schedule) and a burst that finds the
 kernel's default ~200 KiB full is dropped before the daemon sees it. Twisted
 reads up to ``maxThroughput`` bytes of datagrams per wakeup (256 KiB, some
-2,000 pushes), which already amortises the reactor's cost per datagram.
+2,000 pushes) as one burst (`dlmsd.service.udp_burst`); while pushes come
+slowly (``batch_reads``) it leaves a dry socket alone until right before the
+next commit, so they are read, handled and committed in bursts too.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
@@ -24,6 +27,7 @@ from dlmsd.protocol.wrapper import datagram_apdu
 from dlmsd.service.config import UdpListenerConfig
 from dlmsd.service.ingest import Ingest, RejectReason
 from dlmsd.service.metrics import Metrics
+from dlmsd.service.udp_burst import BurstPort, Datagram
 
 TRANSPORT = "udp"
 SOURCE_CACHE_SIZE = 16_384
@@ -43,6 +47,20 @@ class UdpPushProtocol(DatagramProtocol):
         self._handle_apdu = ingest.handle_apdu
         # A meter sends from the same address and port push after push.
         self._sources: dict[Any, str] = {}
+
+    def burstReceived(self, burst: Sequence[Datagram]) -> None:
+        """The datagrams one read found queued, in order."""
+        receive = self.datagramReceived
+        for datagram, addr in burst:
+            receive(datagram, addr)
+
+    def commit_wait(self) -> float:
+        """Seconds until a push handled now would be committed."""
+        return self._ingest.commit_wait()
+
+    def read_before_commit(self, read: Callable[[], object]) -> None:
+        """Have `read` called right before the ingest's next commit."""
+        self._ingest.read_before_commit(read)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self._count_frame()
@@ -82,24 +100,29 @@ def listen_udp(
 ) -> IListeningPort:
     """Start a UDP listener (adopting our own SO_REUSEPORT socket when asked)."""
     protocol = UdpPushProtocol(ingest, metrics, config)
+    # Twisted's udp.Port is untyped: Any here, IListeningPort for the caller.
+    port: Any
     if not config.reuse_port:
-        port: IListeningPort = reactor.listenUDP(
-            config.port, protocol, interface=config.address, maxPacketSize=65535
+        port = BurstPort(  # type: ignore[no-untyped-call]
+            config.port, protocol, config.address, 65535, reactor
         )
-        set_receive_buffer(port, config.receive_buffer)
-        return port
-    family = _family(config.address)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((config.address, config.port))
-        sock.setblocking(False)
-        # The reactor dups the descriptor; ours is closed in `finally`.
-        port = reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize=65535)
-    finally:
-        sock.close()
+    else:
+        family = _family(config.address)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((config.address, config.port))
+            sock.setblocking(False)
+            # The port dups the descriptor; ours is closed in `finally`.
+            port = BurstPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                reactor, sock.fileno(), family, protocol, maxPacketSize=65535
+            )
+        finally:
+            sock.close()
+    port.batch_reads = config.batch_reads
+    port.startListening()
     set_receive_buffer(port, config.receive_buffer)
-    return port
+    return cast(IListeningPort, port)
 
 
 def set_receive_buffer(port: IListeningPort, size: int) -> int:

@@ -1,0 +1,184 @@
+"""``ingest_cpu``: the daemon's CPU per accepted push at a given paced rate, next to a bare
+counting ``DatagramProtocol`` fed by the same paced sender.
+
+The closed-loop rows of ``ingest_udp`` say what one core of the daemon can take; this
+one says what a push costs at the rates meters really send: 12,000 pushes/s (a big
+head-end) and 1,000 pushes/s (where every batch is small and fixed costs per commit,
+per fsync and per reactor wake-up are shared by few pushes). The daemon runs its
+defaults: SQLite ``synchronous = full``, the JSONL sink with ``fsync = batch``.
+
+Per receiver: wait until it is idle, sample its CPU time and tally, send
+RATE x SECONDS frames paced over SECONDS (bursts every ~1 ms), wait until it has
+handled them all (and, for the daemon, committed them), sample again. CPU per push
+= CPU seconds / pushes taken. Idle work between (timers) is in the figure, as it is
+in production.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from bench.ingest import (
+    UDP_METERS,
+    Daemon,
+    Helper,
+    Report,
+    Tally,
+    baseline_tally,
+    cpu_seconds,
+    sender,
+)
+from bench.loadgen import UdpQueueWatch
+from bench.support import RowData
+
+HIGH_RATE = 12_000.0
+LOW_RATE = 1_000.0
+HIGH_TARGET = 10.0  # daemon CPU per push <= 10x the bare counter's, at HIGH_RATE
+LOW_TARGET = 1.5  # daemon CPU per push at LOW_RATE <= 1.5x its own at HIGH_RATE
+SETTLE_TIMEOUT = 5.0
+
+Sampler = Callable[[], Tally]
+
+
+@attrs.frozen(slots=True)
+class Cost:
+    """What one paced step cost a receiver."""
+
+    rate: float  # asked for, pushes/s
+    sent_rate: float  # what the sender managed
+    taken: float  # pushes accepted (daemon) or counted (bare)
+    cpu_seconds: float
+
+    @property
+    def us_per_push(self) -> float:
+        return self.cpu_seconds / self.taken * 1e6 if self.taken else 0.0
+
+
+def _settled(sample: Tally, watch: UdpQueueWatch) -> bool:
+    return sample.taken + sample.rejected >= sample.received and watch.queued() == 0
+
+
+def _wait_settled(tally: Sampler, watch: UdpQueueWatch, at_least: float) -> Tally:
+    """The tally once the receiver took `at_least` pushes, or has nothing in hand."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        sample = tally()
+        done = sample.taken >= at_least or _settled(sample, watch)
+        if done or time.monotonic() >= deadline:
+            return sample
+        # A scrape costs the daemon CPU: few of them, far apart.
+        time.sleep(0.1)
+
+
+def paced_cost(
+    helper: Helper, tally: Sampler, pid: int, port: int, rate: float, seconds: float
+) -> tuple[Cost, int]:
+    """Send one paced step through `helper` (a ``--mode steps`` sender); the receiver's
+    CPU and tally around it. Returns the cost and the frames sent."""
+    watch = UdpQueueWatch(port)
+    before = _wait_settled(tally, watch, float("inf"))
+    cpu_before = cpu_seconds(pid)
+    helper.say(f"step {rate:.0f} {seconds}")
+    words = helper.hear()
+    sent, elapsed = int(words[1]), float(words[2])
+    # Everything sent taken (the daemon: committed, up to commit_interval_max later).
+    after = _wait_settled(tally, watch, before.taken + sent)
+    cpu = cpu_seconds(pid) - cpu_before
+    return Cost(rate, sent / elapsed if elapsed else 0.0, after.taken - before.taken, cpu), sent
+
+
+def _measure(
+    tally: Sampler, pid: int, port: int, steps: list[tuple[float, float]], cycle: bool
+) -> list[Cost]:
+    frames = int(sum(rate * seconds for rate, seconds in steps)) + 1000
+    extra = ("--mode", "steps", "--cycle") if cycle else ("--mode", "steps")
+    helper = sender("udp", port, UDP_METERS, frames, *extra)
+    helper.say("go")
+    try:
+        return [paced_cost(helper, tally, pid, port, r, s)[0] for r, s in steps]
+    finally:
+        helper.say("end")
+        helper.process.wait(30)
+
+
+def run_cpu(duration: float) -> Report:
+    """Daemon and bare counter, each at HIGH_RATE then LOW_RATE, same paced sender."""
+    high = max(duration, 2.0)
+    low = max(duration * 2, 4.0)  # fewer pushes: a longer step for the same precision
+    steps = [(HIGH_RATE, high), (LOW_RATE, low)]
+    with (
+        tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch,
+        Daemon(Path(scratch), UDP_METERS) as daemon,
+    ):
+        assert daemon.process is not None
+        ours = _measure(daemon.tally, daemon.process.pid, daemon.udp_port, steps, False)
+    receiver = Helper("udp-counter")
+    try:
+        port = int(receiver.hear()[1])
+        bare = _measure(baseline_tally(receiver), receiver.process.pid, port, steps, True)
+    finally:
+        receiver.close()
+    return Report(
+        _rows(ours, bare),
+        {"dlmsd": [attrs.asdict(c) for c in ours], "bare": [attrs.asdict(c) for c in bare]},
+    )
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def _step_text(cost: Cost) -> str:
+    return (
+        f"{cost.us_per_push:.1f} us/push at {cost.rate:,.0f}/s "
+        f"(sent {cost.sent_rate:,.0f}/s, {cost.taken:,.0f} taken, {cost.cpu_seconds:.2f} CPU s)"
+    )
+
+
+def _rows(ours: list[Cost], bare: list[Cost]) -> list[RowData]:
+    (ours_high, ours_low), (bare_high, bare_low) = ours, bare
+    defaults = "SQLite synchronous=full, JSONL fsync=batch, 1,000 meters, SC 0x30 pushes"
+    return [
+        RowData(
+            "ingest_cpu",
+            f"daemon CPU per push at {HIGH_RATE:,.0f}/s",
+            ours_high.us_per_push,
+            "us/push",
+            "bare counting DatagramProtocol, same paced sender",
+            bare_high.us_per_push,
+            f"{defaults}; dlmsd {_step_text(ours_high)}; bare {_step_text(bare_high)}",
+        ),
+        RowData(
+            "ingest_cpu",
+            f"daemon / bare CPU per push at {HIGH_RATE:,.0f}/s vs target",
+            _ratio(ours_high.us_per_push, bare_high.us_per_push),
+            "x",
+            "target (at most)",
+            HIGH_TARGET,
+            "lower is better",
+        ),
+        RowData(
+            "ingest_cpu",
+            f"daemon CPU per push at {LOW_RATE:,.0f}/s",
+            ours_low.us_per_push,
+            "us/push",
+            f"the daemon's own at {HIGH_RATE:,.0f}/s",
+            ours_high.us_per_push,
+            f"dlmsd {_step_text(ours_low)}; bare {_step_text(bare_low)} (a bare counter's "
+            "cost at low rates swings between runs: not the yardstick here)",
+        ),
+        RowData(
+            "ingest_cpu",
+            f"daemon CPU per push {LOW_RATE:,.0f}/s / {HIGH_RATE:,.0f}/s vs target",
+            _ratio(ours_low.us_per_push, ours_high.us_per_push),
+            "x",
+            "target (at most)",
+            LOW_TARGET,
+            "lower is better",
+        ),
+    ]
