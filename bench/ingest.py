@@ -73,7 +73,7 @@ class Daemon:
     """``twistd -n dlmsd`` in a temporary directory: N simulated meters, a UDP and a
     TCP listener, the JSONL sink, metrics on an ephemeral port."""
 
-    def __init__(self, root: Path, meters: int, *, seed: int = 0) -> None:
+    def __init__(self, root: Path, meters: int, *, seed: int = 0, udp_options: str = "") -> None:
         self.root = root
         self.meters = meters
         self.udp_port = free_port(socket.SOCK_DGRAM)
@@ -90,7 +90,7 @@ class Daemon:
         config.write_text(
             f'[daemon]\nstate_dir = "{root / "state"}"\n\n'
             f'[[listeners.udp]]\nname = "udp"\naddress = "127.0.0.1"\nport = {self.udp_port}\n'
-            f"{os.environ.get('DLMSD_BENCH_UDP_EXTRA', '')}\n"
+            f"{udp_options}\n"
             f'[[listeners.tcp]]\nname = "tcp"\naddress = "127.0.0.1"\nport = {self.tcp_port}\n\n'
             f'[keys]\nfiles = ["{keys}"]\n\n'
             f'[metrics]\nenabled = true\naddress = "127.0.0.1"\nport = {self.metrics_port}\n\n'
@@ -669,9 +669,10 @@ def run_tcp(duration: float) -> Report:
 
 
 def run_latency(duration: float) -> Report:
-    """p50/p99 from send() to the record's JSONL line, at half the UDP rate."""
+    """p50/p99 from send() to the record's JSONL line, at half the sustained UDP rate
+    (the closed-loop rate when the ladder did not run)."""
     duration = max(duration, 2.0)
-    max_rate = _cache.get("udp", DEFAULT_UDP_ESTIMATE)
+    max_rate = _cache.get("udp_sustained") or _cache.get("udp", DEFAULT_UDP_ESTIMATE)
     rate = max_rate / 2
     count = int(rate * duration)
     with tempfile.TemporaryDirectory(prefix="dlmsd-bench-") as scratch:
@@ -703,12 +704,14 @@ def run_latency(duration: float) -> Report:
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     notes = (
         f"{rate:,.0f} pushes/s paced (half of {max_rate:,.0f}); {len(latencies):,} of {count:,} "
-        "records; send() to the line in the JSONL file (commit_interval 2 ms, fsync batch)"
+        "records; send() to the line in the JSONL file (defaults: commit_interval 2 ms growing "
+        "up to commit_interval_max 50 ms while commits are small, batch_reads, SQLite "
+        "synchronous full, JSONL fsync batch); the goal is p99 < 100 ms"
     )
     return Report(
         [
             RowData("ingest_latency", "p50 send -> JSONL", p50, "ms", "-", None, notes),
-            RowData("ingest_latency", "p99 send -> JSONL", p99, "ms", "-", None),
+            RowData("ingest_latency", "p99 send -> JSONL", p99, "ms", "target (at most)", 100.0),
         ],
         {"p50_ms": p50, "p99_ms": p99, "records": len(latencies), "rate": rate},
     )
