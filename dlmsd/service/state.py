@@ -43,6 +43,13 @@ in the same transaction, the oldest records of any queue it took past the
 limit, and reports them through `on_drop` (a metric and a loud log line).
 Queue depths are kept in memory (counted once at open) so the check costs
 nothing per push.
+
+Delivering a batch costs no read-back and no transaction of its own
+(`dlmsd.service.spoolmirror`): a sink's claim is answered from the rows as
+committed, and an acknowledgement's DELETE rides on the next transaction (the
+ingest's next commit, or a timer after `FLUSH_DELAY`, or close). A crash before
+that DELETE reaches the disk delivers those records again after the restart
+(at least once, as before; never a loss).
 """
 
 from __future__ import annotations
@@ -57,19 +64,30 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from dlmsd.service import replaywindow
+from dlmsd.service.spoolmirror import (
+    FLUSH_DELAY,
+    TRUSTED_IDS,
+    DelayedCall,
+    Scheduler,
+    SpoolMirror,
+    consecutive,
+    id_runs,
+)
 from dlmsd.service.statelock import StateLock, StateLockedError
 
 if TYPE_CHECKING:
     from dlmsd.service.statebackend import CommitResult
 
 SCHEMA_VERSION = 2
+_log = Logger(namespace="dlmsd.service.state")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters ("
@@ -310,31 +328,13 @@ class SpoolEntry:
     record: SpoolRecord
 
 
-def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
-    """The ids as ``(first, last)`` runs of consecutive integers, ascending."""
-    ordered = sorted(set(ids))
-    if not ordered:
-        return []
-    first = ordered[0]
-    if ordered[-1] - first + 1 == len(ordered):
-        return [(first, ordered[-1])]  # the usual case: one contiguous batch
-    runs: list[tuple[int, int]] = []
-    last = first
-    for row_id in itertools.islice(ordered, 1, None):
-        if row_id != last + 1:
-            runs.append((first, last))
-            first = row_id
-        last = row_id
-    runs.append((first, last))
-    return runs
-
-
 class StateStore:
     """Replay counters and per-sink spool queues in one SQLite database (WAL).
 
     `last_counter` answers from memory (all counters are loaded at open);
     `stage` + `commit` batch accepted pushes so one transaction (one fsync)
-    covers many; `accept` commits a given batch directly.
+    covers many; `accept` commits a given batch directly. `mirror` holds the
+    sinks' queues as committed and the acknowledged DELETEs not yet written.
     """
 
     def __init__(
@@ -395,6 +395,12 @@ class StateStore:
             for sink, depth in self._db.execute("SELECT sink, COUNT(*) FROM spool GROUP BY sink"):
                 if sink in self._depths:
                     self._depths[sink] = depth
+            self.mirror = SpoolMirror(self._depths)
+            self._flush_call: DelayedCall | None = None
+            self._scheduler: Scheduler | None = None
+            (max_id,) = self._db.execute("SELECT MAX(id) FROM spool").fetchone()
+            if (max_id or 0) >= TRUSTED_IDS:
+                self.mirror.disable()
         except sqlite3.Error as exc:
             self._lock.release()
             raise StateError(f"{path}: cannot open state database: {exc}") from None
@@ -577,20 +583,52 @@ class StateStore:
             # One sink after the other, so each sink's rows of a batch have
             # consecutive ids and its acknowledgement is one range delete.
             for sink in self.sinks:
+                first = last = 0
                 for start, size in _chunks(len(items)):
                     params = [sink, now]
                     params += record_params[2 * start : 2 * (start + size)]
-                    db.execute(_insert_spool_sql(size), params)
+                    last = db.execute(_insert_spool_sql(size), params).lastrowid or 0
+                    first = first or last - size + 1
+                spans[sink] = (first, last)
             if drops:
                 db.executemany(_DROP_OLDEST, drops.items())
 
+        spans: dict[str, tuple[int, int]] = {}
         self._transaction(body)
         for sink in self.sinks:
             self._depths[sink] = self._depths.get(sink, 0) + len(items) - drops.get(sink, 0)
+        self._mirror_rows(items, spans, drops)
         for sink, count in drops.items():
             self.spool_dropped[sink] = self.spool_dropped.get(sink, 0) + count
             if self.on_drop is not None:
                 self.on_drop(sink, count)
+
+    def _mirror_rows(
+        self,
+        items: Sequence[AcceptedPush],
+        spans: Mapping[str, tuple[int, int]],
+        drops: Mapping[str, int],
+    ) -> None:
+        """Add a commit's rows (ids `spans`: first, last per sink) to the sinks' mirrors."""
+        mirror = self.mirror
+        for sink in self.sinks:
+            if not mirror.mirrored(sink):
+                continue
+            first, last = spans[sink]
+            if not consecutive(first, last, len(items)):
+                mirror.disable()
+                return
+            ids = range(first, last + 1)
+            mirror.add(
+                sink,
+                [
+                    SpoolEntry(
+                        row_id, item.record_id, SpoolRecord(item.record_id, item.record_json)
+                    )
+                    for row_id, item in zip(ids, items, strict=True)
+                ],
+            )
+            mirror.drop_oldest(sink, drops.get(sink, 0))
 
     def _excess(self, adding: int) -> dict[str, int]:
         """Per sink, how many oldest records ``drop_oldest`` deletes to make room."""
@@ -612,24 +650,65 @@ class StateStore:
         return dict(self._depths)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
+        """Run `body` in one transaction, after the acknowledged DELETEs waiting for one.
+
+        On failure nothing is written, the DELETEs keep waiting and no sink is
+        mirrored any more (what the database holds is no longer certain).
+        """
         db = self._db
+        deletes = self.mirror.deletes
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self.mirror.drop()
             raise _state_error(f"{self.path}: cannot begin a transaction: {exc}", exc) from None
         try:
+            # First, so the drop_oldest of this commit counts from the same queue as
+            # the memory does, and no range can reach rows inserted after it.
+            if deletes:
+                db.executemany(_DELETE_RUN, deletes)
             body(db)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             # A failed COMMIT may have rolled back already.
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
+            self.mirror.drop()
             raise _state_error(f"{self.path}: transaction failed: {exc}", exc) from None
+        if deletes:
+            self.mirror.deletes = []
+
+    def flush(self) -> None:
+        """Write the acknowledged DELETEs still waiting (one transaction; none if none).
+
+        Raises StateError; then they keep waiting.
+        """
+        if self.mirror.deletes:
+            self._transaction(lambda db: None)
+
+    def _flush_later(self) -> None:
+        """Make sure waiting DELETEs reach the disk soon even if nothing commits."""
+        call = self._flush_call
+        if self._scheduler is not None and (call is None or not call.active()):
+            self._flush_call = self._scheduler.callLater(FLUSH_DELAY, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_call = None
+        try:
+            self.flush()
+        except StateError as exc:
+            # The records stay queued: claims now SELECT (and flush first), so the
+            # pump sees this error and backs off; the next commit fails with it too.
+            _log.warn("acknowledged spool records not deleted yet: {error}", error=str(exc))
 
     # --- spool ----------------------------------------------------------------
 
     def pending(self, sink: str, limit: int) -> list[SpoolEntry]:
-        """Up to `limit` oldest queued records of a sink."""
+        """Up to `limit` oldest queued records of a sink (from the mirror when it holds them)."""
+        entries = self.mirror.claim(sink, limit)
+        if entries is not None:
+            return entries
+        self.flush()
         try:
             rows = self._db.execute(self._select_pending, (sink, limit)).fetchall()
         except sqlite3.Error as exc:
@@ -637,18 +716,33 @@ class StateStore:
         return [SpoolEntry(row_id, rid, SpoolRecord(rid, data)) for row_id, rid, data in rows]
 
     def ack(self, sink: str, ids: Iterable[int]) -> None:
-        """Remove delivered records from a sink's queue."""
-        runs = [(sink, first, last) for first, last in _runs(ids)]
+        """Remove delivered records from a sink's queue.
+
+        A mirrored sink's records leave the queue (and its depth) at once; their
+        DELETE waits for the next transaction (see `dlmsd.service.spoolmirror`:
+        a crash before it delivers them again, never loses them). Otherwise
+        (a backlog from before the start, a mirror dropped) they are deleted now.
+        """
+        removed = self.mirror.acknowledge(sink, ids)
+        if removed is not None:
+            self._depths[sink] = max(0, self._depths.get(sink, 0) - removed)
+            if self.mirror.deletes:
+                self._flush_later()
+            return
+        runs = [(sink, first, last) for first, last in id_runs(ids)]
         if runs:
             deleted: list[int] = []
             self._transaction(
                 lambda db: deleted.append(db.executemany(_DELETE_RUN, runs).rowcount)
             )
             # Rows dropped meanwhile by ``drop_oldest`` are not counted twice.
-            self._depths[sink] = max(0, self._depths.get(sink, 0) - sum(deleted))
+            depth = self._depths[sink] = max(0, self._depths.get(sink, 0) - sum(deleted))
+            if depth == 0 and sink in self.sinks:
+                self.mirror.restart(sink)  # drained: mirror it again
 
     def depth(self, sink: str) -> int:
         """Number of records queued for a sink."""
+        self.flush()
         try:
             row = self._db.execute("SELECT COUNT(*) FROM spool WHERE sink = ?", (sink,)).fetchone()
         except sqlite3.Error as exc:
@@ -657,6 +751,7 @@ class StateStore:
 
     def oldest_age(self, sink: str, now: float | None = None) -> float:
         """Seconds the oldest queued record of a sink has waited (0.0 when empty)."""
+        self.flush()
         try:
             row = self._db.execute(
                 "SELECT created_at FROM spool WHERE sink = ? ORDER BY id LIMIT 1", (sink,)
@@ -669,10 +764,14 @@ class StateStore:
         return max(0.0, current - float(row[0]))
 
     def close(self) -> None:
-        """Commit what is staged, then close the database."""
+        """Commit what is staged and the acknowledged DELETEs, then close the database."""
         try:
             self.commit()
+            self.flush()
         finally:
+            if self._flush_call is not None and self._flush_call.active():
+                self._flush_call.cancel()
+            self._scheduler = None
             self._db.close()
             self._lock.release()
 
@@ -683,8 +782,10 @@ class StateStore:
     available = True
 
     def start(self, reactor: object) -> None:
-        """Nothing runs in the background: every call is synchronous. The lock file
-        names this process again (twistd may have forked since the open)."""
+        """Every call is synchronous; `reactor` only times the write of acknowledged
+        DELETEs when nothing commits. The lock file names this process again
+        (twistd may have forked since the open)."""
+        self._scheduler = cast(Scheduler, reactor)
         self._lock.write_pid()
 
     def commit_staged(self) -> Deferred[CommitResult]:

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from dlmsd.service.spoolmirror import id_runs as _runs
 from dlmsd.service.state import (
     _CHUNK_SIZES,
     AcceptedPush,
     SpoolRecord,
     StateStore,
     _chunks,
-    _runs,
     make_record_id,
 )
 from dlmsd.sinks.jsonl import JsonlSink
