@@ -709,6 +709,13 @@ class StateStore:
         if entries is not None:
             return entries
         self.flush()
+        entries = self._select(sink, limit)
+        if not entries and limit > 0 and sink in self._depths:
+            self.mirror.restart(sink)  # the queue is empty: mirror it again
+        return entries
+
+    def _select(self, sink: str, limit: int) -> list[SpoolEntry]:
+        """`pending` read from the database (what the mirror must equal)."""
         try:
             rows = self._db.execute(self._select_pending, (sink, limit)).fetchall()
         except sqlite3.Error as exc:
@@ -737,7 +744,7 @@ class StateStore:
             )
             # Rows dropped meanwhile by ``drop_oldest`` are not counted twice.
             depth = self._depths[sink] = max(0, self._depths.get(sink, 0) - sum(deleted))
-            if depth == 0 and sink in self.sinks:
+            if depth == 0 and sink in self._depths:
                 self.mirror.restart(sink)  # drained: mirror it again
 
     def depth(self, sink: str) -> int:
