@@ -26,12 +26,13 @@ stops for good (`disable`) when ids may not be SQLite's usual largest + 1
 **Lazy acknowledgement.** An acknowledgement of mirrored records takes them out
 of the mirror (and the queue depth) at once and leaves their DELETE in
 `deletes`; the store runs those at the start of its next transaction (usually
-the ingest's next commit), on a timer when nothing commits for a while, on
-close, and before any read of the spool table. Until then the rows are still
-on disk: a crash (``kill -9``, power cut) in between delivers those records
-again after the restart. That is the spool's contract anyway (at least once;
-records carry ``record_id`` for consumers to drop duplicates): a record is
-never lost, and after a clean stop nothing is delivered twice.
+the ingest's next commit), on a timer when nothing commits for a while, and on
+close. Reads of the spool table skip them meanwhile (`waiting`): a read never
+writes, so it works on a full disk. Until then the rows are still on disk: a
+crash (``kill -9``, power cut) in between delivers those records again after
+the restart. That is the spool's contract anyway (at least once; records carry
+``record_id`` for consumers to drop duplicates): a record is never lost, and
+after a clean stop nothing is delivered twice.
 """
 
 from __future__ import annotations
@@ -115,8 +116,7 @@ class SpoolMirror:
         return sink in self._queues
 
     def restart(self, sink: str) -> None:
-        """The sink's queue is empty in the database (and `deletes` hold none of its
-        rows): mirror it from now on."""
+        """The sink's queue is empty (but for rows `deletes` hold): mirror it from now on."""
         if self.enabled:
             self._queues[sink] = deque()
             self._chars[sink] = 0
@@ -131,6 +131,15 @@ class SpoolMirror:
         """Stop mirroring for good (ids may not be consecutive in this database)."""
         self.enabled = False
         self.drop()
+
+    def waiting(self, sink: str) -> set[int]:
+        """The sink's ids acknowledged and still on disk (reads skip them)."""
+        return {
+            row_id
+            for name, first, last in self.deletes
+            if name == sink
+            for row_id in range(first, last + 1)
+        }
 
     def claim(self, sink: str, limit: int) -> list[SpoolEntry] | None:
         """Up to `limit` oldest records of a mirrored sink; None when not mirrored."""

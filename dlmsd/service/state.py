@@ -697,8 +697,8 @@ class StateStore:
         try:
             self.flush()
         except StateError as exc:
-            # The records stay queued: claims now SELECT (and flush first), so the
-            # pump sees this error and backs off; the next commit fails with it too.
+            # Nothing is lost: the DELETEs wait for the next transaction (a commit or
+            # an acknowledgement, which fail alike while this lasts); claims SELECT.
             _log.warn("acknowledged spool records not deleted yet: {error}", error=str(exc))
 
     # --- spool ----------------------------------------------------------------
@@ -708,19 +708,28 @@ class StateStore:
         entries = self.mirror.claim(sink, limit)
         if entries is not None:
             return entries
-        self.flush()
         entries = self._select(sink, limit)
         if not entries and limit > 0 and sink in self._depths:
             self.mirror.restart(sink)  # the queue is empty: mirror it again
         return entries
 
     def _select(self, sink: str, limit: int) -> list[SpoolEntry]:
-        """`pending` read from the database (what the mirror must equal)."""
+        """`pending` read from the database (what the mirror must equal).
+
+        Like every read here it skips the rows acknowledged whose DELETE waits,
+        rather than writing it: a read works on a full disk.
+        """
+        waiting = self.mirror.waiting(sink)
         try:
-            rows = self._db.execute(self._select_pending, (sink, limit)).fetchall()
+            rows = self._db.execute(self._select_pending, (sink, limit + len(waiting))).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the spool: {exc}") from None
-        return [SpoolEntry(row_id, rid, SpoolRecord(rid, data)) for row_id, rid, data in rows]
+        entries = [
+            SpoolEntry(row_id, rid, SpoolRecord(rid, data))
+            for row_id, rid, data in rows
+            if row_id not in waiting
+        ]
+        return entries[:limit]
 
     def ack(self, sink: str, ids: Iterable[int]) -> None:
         """Remove delivered records from a sink's queue.
@@ -749,26 +758,27 @@ class StateStore:
 
     def depth(self, sink: str) -> int:
         """Number of records queued for a sink."""
-        self.flush()
         try:
             row = self._db.execute("SELECT COUNT(*) FROM spool WHERE sink = ?", (sink,)).fetchone()
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the spool: {exc}") from None
-        return int(row[0])
+        return int(row[0]) - len(self.mirror.waiting(sink))
 
     def oldest_age(self, sink: str, now: float | None = None) -> float:
         """Seconds the oldest queued record of a sink has waited (0.0 when empty)."""
-        self.flush()
+        waiting = self.mirror.waiting(sink)
         try:
-            row = self._db.execute(
-                "SELECT created_at FROM spool WHERE sink = ? ORDER BY id LIMIT 1", (sink,)
-            ).fetchone()
+            rows = self._db.execute(
+                "SELECT id, created_at FROM spool WHERE sink = ? ORDER BY id LIMIT ?",
+                (sink, len(waiting) + 1),
+            ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the spool: {exc}") from None
-        if row is None:
+        oldest = next((created for row_id, created in rows if row_id not in waiting), None)
+        if oldest is None:
             return 0.0
         current = self._clock() if now is None else now
-        return max(0.0, current - float(row[0]))
+        return max(0.0, current - float(oldest))
 
     def close(self) -> None:
         """Commit what is staged and the acknowledged DELETEs, then close the database."""

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from dlmsd.service.spoolmirror import FLUSH_DELAY, TRUSTED_IDS
-from dlmsd.service.state import AcceptedPush, SpoolEntry, StateError, StateStore, make_record_id
+from dlmsd.service.state import (
+    AcceptedPush,
+    SpoolEntry,
+    SpoolRecord,
+    StateError,
+    StateStore,
+    make_record_id,
+)
 
 
 def title(meter: int) -> bytes:
@@ -165,15 +172,25 @@ def test_a_clean_stop_delivers_nothing_twice_a_crash_delivers_again(tmp_path: Pa
     after.close()
 
 
-def test_reads_of_the_spool_table_never_see_acknowledged_rows(tmp_path: Path) -> None:
-    clock_now = iter([100.0, 200.0]).__next__
-    store = StateStore(tmp_path / "state.db", ["a"], clock=clock_now)
-    store.accept([push(1, 1)])
-    store.accept([push(1, 2)])
+def test_reads_of_the_spool_table_skip_acknowledged_rows_and_write_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    clock_now = iter([100.0, 200.0, 300.0]).__next__
+    store = StateStore(path, ["a"], clock=clock_now)
+    for counter in (1, 2, 3):
+        store.accept([push(1, counter)])
     store.ack("a", [store.pending("a", 1)[0].id])
+    trace = Trace(store)
     assert store.oldest_age("a", now=250.0) == 50.0
-    store.ack("a", [e.id for e in store.pending("a", 1)])
-    assert store.depth("a") == 0
+    assert store.depth("a") == 2
+    store.mirror.drop()  # the SELECT path too
+    assert [e.record_id for e in store.pending("a", 1)] == [make_record_id(title(1), 2)]
+    assert not any(s.startswith(("DELETE", "COMMIT", "BEGIN")) for s in trace.take())
+    assert len(raw_rows(path, "a")) == 3  # still on disk, until the next transaction
+    store.ack("a", [e.id for e in store.pending("a", 10)])  # not mirrored: written now
+    assert raw_rows(path, "a") == []
+    assert store.depth("a") == 0 and store.oldest_age("a") == 0.0
     assert store.mirror.deletes == []
     store.close()
 
@@ -270,7 +287,9 @@ def test_a_failed_transaction_drops_the_mirrors_and_keeps_the_waiting_deletes(
     assert [e.record_id for e in store.pending("a", 10)] == [
         make_record_id(title(meter), 1) for meter in (2, 3)
     ]
-    assert len(raw_rows(path, "a")) == 2  # the SELECT path wrote them first
+    assert store.depth("a") == 2
+    store.accept([push(9, 2)])  # the next transaction writes them
+    assert len(raw_rows(path, "a")) == 3
     store.close()
 
 
@@ -328,6 +347,15 @@ class Model:
         self.queues: dict[str, list[str]] = {sink: [] for sink in SINKS}
 
 
+def select_all(store: StateStore, sink: str) -> list[SpoolEntry]:
+    """Every row of the sink on disk, by the store's connection, as the SELECT path builds them."""
+    rows = store._db.execute(
+        "SELECT id, record_id, CAST(record AS BLOB) FROM spool WHERE sink = ? ORDER BY id",
+        (sink,),
+    )
+    return [SpoolEntry(row_id, rid, SpoolRecord(rid, data)) for row_id, rid, data in rows]
+
+
 def check_claim(store: StateStore, sink: str, limit: int, model: Model) -> list[SpoolEntry]:
     claimed = store.pending(sink, limit)
     # The SELECT path sees the acknowledged rows until their DELETE is written.
@@ -337,10 +365,12 @@ def check_claim(store: StateStore, sink: str, limit: int, model: Model) -> list[
         if name == sink
         for row_id in range(first, last + 1)
     }
-    on_disk = [e for e in store._select(sink, 10_000) if e.id not in waiting]
+    on_disk = [e for e in select_all(store, sink) if e.id not in waiting]
     assert shown(claimed) == shown(on_disk[:limit])
     assert [e.record_id for e in claimed] == model.queues[sink][:limit]
     assert store.spool_depths()[sink] == len(on_disk) == len(model.queues[sink])
+    assert shown(store._select(sink, limit)) == shown(claimed)  # skips waiting rows too
+    assert store.depth(sink) == len(on_disk)
     return claimed
 
 
@@ -438,7 +468,7 @@ def run_sequence(
                 store.flush()
                 assert store.mirror.deletes == []
                 for sink in SINKS:
-                    everything = store._select(sink, 10_000)
+                    everything = select_all(store, sink)
                     assert [e.record_id for e in everything] == model.queues[sink]
                     mirrored = store.mirror.claim(sink, 10_000)
                     assert mirrored is None or shown(mirrored) == shown(everything)
@@ -451,7 +481,7 @@ def run_sequence(
                 store = open_store(path, limit, max_rows)
                 claims.clear()
                 for sink in SINKS:
-                    found = [e.record_id for e in store._select(sink, 10_000)]
+                    found = [e.record_id for e in select_all(store, sink)]
                     expected = model.queues[sink]
                     if clean:
                         assert found == expected
