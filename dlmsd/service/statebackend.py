@@ -130,7 +130,8 @@ class StateBackend(Protocol):
         ...
 
     def acknowledge(self, sink: str, ids: Sequence[int]) -> Deferred[None]:
-        """Delete delivered records from the sink's queue."""
+        """Delete delivered records from the sink's queue (SQLite: on disk with its next
+        transaction; a crash before that delivers them again, never loses them)."""
         ...
 
     def depth(self, sink: str) -> int:

@@ -2,9 +2,10 @@
 
 At-least-once: a batch is read from the spool, handed to the sink, and deleted
 from the spool only after the sink's Deferred fired successfully. A crash in
-between redelivers the batch. A failing sink is retried with exponential
-backoff, capped (``retry_backoff_max``, 10 s by default) and jittered; the spool
-keeps growing meanwhile, on disk.
+between redelivers the batch (the SQLite store writes that DELETE with its next
+transaction, `dlmsd.service.spoolmirror`: a crash before it redelivers too).
+A failing sink is retried with exponential backoff, capped (``retry_backoff_max``,
+10 s by default) and jittered; the spool keeps growing meanwhile, on disk.
 
 A sink that goes down is one warning (with the error; a traceback only for an
 error no dlmsd sink raises on purpose, i.e. a bug), and one info line when it
