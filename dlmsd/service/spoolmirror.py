@@ -40,10 +40,14 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
+
+from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from dlmsd.service.state import SpoolEntry
+
+_log = Logger(namespace="dlmsd.service.state")
 
 MAX_ROWS = 10_000
 """A sink's mirror holds at most this many records (a pump claims 500 at a time)."""
@@ -110,6 +114,37 @@ class SpoolMirror:
                 self.restart(sink)
         self.deletes: list[tuple[str, int, int]] = []
         """(sink, first id, last id) runs acknowledged and not yet deleted."""
+        self._scheduler: Scheduler | None = None
+        self._timer: DelayedCall | None = None
+
+    # --- the timer that writes `deletes` when nothing else does ---------------------
+
+    def start_timer(self, reactor: object) -> None:
+        """From now on `write_soon` times the writes on `reactor`."""
+        self._scheduler = cast(Scheduler, reactor)
+
+    def stop_timer(self) -> None:
+        """No more timed writes (the store closes)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._scheduler = self._timer = None
+
+    def write_soon(self, write: Callable[[], None]) -> None:
+        """Call `write` (the store's flush) after `FLUSH_DELAY`, unless a call is
+        pending already (a commit meanwhile leaves it nothing to do)."""
+        if self._scheduler is not None and (self._timer is None or not self._timer.active()):
+            self._timer = self._scheduler.callLater(FLUSH_DELAY, lambda: self._write(write))
+
+    def _write(self, write: Callable[[], None]) -> None:
+        self._timer = None
+        try:
+            write()
+        except Exception as exc:  # StateError: nothing is lost
+            # The DELETEs wait for the next transaction (a commit or an eager
+            # acknowledgement, which fail alike while this lasts).
+            _log.warn("acknowledged spool records not deleted yet: {error}", error=str(exc))
+
+    # --- the sinks' queues --------------------------------------------------------
 
     def mirrored(self, sink: str) -> bool:
         """Whether the sink's claims are answered from memory."""

@@ -64,19 +64,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from dlmsd.service import replaywindow
 from dlmsd.service.spoolmirror import (
-    FLUSH_DELAY,
     TRUSTED_IDS,
-    DelayedCall,
-    Scheduler,
     SpoolMirror,
     consecutive,
     id_runs,
@@ -87,7 +83,6 @@ if TYPE_CHECKING:
     from dlmsd.service.statebackend import CommitResult
 
 SCHEMA_VERSION = 2
-_log = Logger(namespace="dlmsd.service.state")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters ("
@@ -396,8 +391,6 @@ class StateStore:
                 if sink in self._depths:
                     self._depths[sink] = depth
             self.mirror = SpoolMirror(self._depths)
-            self._flush_call: DelayedCall | None = None
-            self._scheduler: Scheduler | None = None
             (max_id,) = self._db.execute("SELECT MAX(id) FROM spool").fetchone()
             if (max_id or 0) >= TRUSTED_IDS:
                 self.mirror.disable()
@@ -686,21 +679,6 @@ class StateStore:
         if self.mirror.deletes:
             self._transaction(lambda db: None)
 
-    def _flush_later(self) -> None:
-        """Make sure waiting DELETEs reach the disk soon even if nothing commits."""
-        call = self._flush_call
-        if self._scheduler is not None and (call is None or not call.active()):
-            self._flush_call = self._scheduler.callLater(FLUSH_DELAY, self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_call = None
-        try:
-            self.flush()
-        except StateError as exc:
-            # Nothing is lost: the DELETEs wait for the next transaction (a commit or
-            # an acknowledgement, which fail alike while this lasts); claims SELECT.
-            _log.warn("acknowledged spool records not deleted yet: {error}", error=str(exc))
-
     # --- spool ----------------------------------------------------------------
 
     def pending(self, sink: str, limit: int) -> list[SpoolEntry]:
@@ -743,7 +721,7 @@ class StateStore:
         if removed is not None:
             self._depths[sink] = max(0, self._depths.get(sink, 0) - removed)
             if self.mirror.deletes:
-                self._flush_later()
+                self.mirror.write_soon(self.flush)
             return
         runs = [(sink, first, last) for first, last in id_runs(ids)]
         if runs:
@@ -786,9 +764,7 @@ class StateStore:
             self.commit()
             self.flush()
         finally:
-            if self._flush_call is not None and self._flush_call.active():
-                self._flush_call.cancel()
-            self._scheduler = None
+            self.mirror.stop_timer()
             self._db.close()
             self._lock.release()
 
@@ -802,7 +778,7 @@ class StateStore:
         """Every call is synchronous; `reactor` only times the write of acknowledged
         DELETEs when nothing commits. The lock file names this process again
         (twistd may have forked since the open)."""
-        self._scheduler = cast(Scheduler, reactor)
+        self.mirror.start_timer(reactor)
         self._lock.write_pid()
 
     def commit_staged(self) -> Deferred[CommitResult]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 
 from dlmsd.service.spoolmirror import FLUSH_DELAY, TRUSTED_IDS
 from dlmsd.service.state import (
@@ -69,6 +71,20 @@ class Trace:
 
     def commits(self) -> int:
         return sum(s.strip().upper() == "COMMIT" for s in self.statements)
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(cast(ILogObserver, observer))
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observer))
 
 
 def crash(store: StateStore) -> None:
@@ -137,6 +153,28 @@ def test_waiting_deletes_are_written_by_a_timer_when_nothing_commits(tmp_path: P
     trace = Trace(store)
     clock.advance(FLUSH_DELAY)
     assert trace.take() == []
+    store.close()
+
+
+def test_a_timed_write_that_fails_is_logged_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = Clock()
+    store = StateStore(path, ["a"])
+    store.start(clock)
+    store._db.execute(
+        "CREATE TRIGGER stuck BEFORE DELETE ON spool"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    store.accept([push(meter, 1) for meter in range(3)])
+    store.ack("a", [e.id for e in store.pending("a", 2)])
+    with capture_logs() as logs:
+        clock.advance(FLUSH_DELAY)
+    assert any("not deleted yet" in line and "disk on fire" in line for line in logs)
+    assert len(store.mirror.deletes) == 1 and not store.mirror.mirrored("a")
+    assert [e.record_id for e in store.pending("a", 10)] == [make_record_id(title(2), 1)]
+    store._db.execute("DROP TRIGGER stuck")
+    store.accept([push(3, 1)])  # the next transaction writes them
+    assert raw_rows(path, "a") == [make_record_id(title(meter), 1) for meter in (2, 3)]
     store.close()
 
 
