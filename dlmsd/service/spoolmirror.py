@@ -129,6 +129,15 @@ class SpoolMirror:
             self._timer.cancel()
         self._scheduler = self._timer = None
 
+    def written(self) -> None:
+        """A transaction wrote `deletes`: none wait, and the timer has nothing to do
+        (the next acknowledgement sets it again, so while commits come more often
+        than `FLUSH_DELAY` it never fires)."""
+        self.deletes = []
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
     def write_soon(self, write: Callable[[], None]) -> None:
         """Call `write` (the store's flush) after `FLUSH_DELAY`, unless a call is
         pending already (a commit meanwhile leaves it nothing to do)."""

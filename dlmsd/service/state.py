@@ -669,7 +669,7 @@ class StateStore:
             self.mirror.drop()
             raise _state_error(f"{self.path}: transaction failed: {exc}", exc) from None
         if deletes:
-            self.mirror.deletes = []
+            self.mirror.written()
 
     def flush(self) -> None:
         """Write the acknowledged DELETEs still waiting (one transaction; none if none).

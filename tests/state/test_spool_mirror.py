@@ -156,6 +156,28 @@ def test_waiting_deletes_are_written_by_a_timer_when_nothing_commits(tmp_path: P
     store.close()
 
 
+def test_commits_more_often_than_the_delay_leave_the_timer_nothing(tmp_path: Path) -> None:
+    # The steady state at a low rate: commit, acknowledge, commit, ... every 50 ms.
+    # Each commit writes the waiting DELETEs and stops the timer; the next
+    # acknowledgement sets it again, so it never writes on its own (no extra
+    # transaction and fsync besides the commits).
+    path = tmp_path / "state.db"
+    clock = Clock()
+    store = StateStore(path, ["a"], synchronous="full")
+    store.start(clock)
+    trace = Trace(store)
+    for counter in range(1, 11):
+        store.accept([push(meter, counter) for meter in range(3)])
+        store.ack("a", [e.id for e in store.pending("a", 10)])
+        clock.advance(FLUSH_DELAY / 2)
+    commits = [s for s in trace.take() if s.startswith("COMMIT")]
+    assert len(commits) == 10  # the ten commits, nothing else
+    assert len(clock.getDelayedCalls()) == 1  # armed by the last acknowledgement
+    clock.advance(FLUSH_DELAY)
+    assert raw_rows(path, "a") == []
+    store.close()
+
+
 def test_a_timed_write_that_fails_is_logged_and_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     clock = Clock()
