@@ -115,6 +115,13 @@ class BurstPort(udp.Port):
             self.startReading()  # type: ignore[no-untyped-call]
             self.doRead()
 
+    def stopListening(self) -> Any:
+        # Pushes left queued while the port waited for the commit: read them now;
+        # the daemon's stop commits them, as it would had they been read at once.
+        if self._waiting:
+            self._read_now()
+        return super().stopListening()  # type: ignore[no-untyped-call]
+
     def connectionLost(self, reason: Any = None) -> None:
         self._waiting = False
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
