@@ -440,7 +440,11 @@ class Ingest:
         # joins this commit (or the next, if one is in flight).
         readers, self._readers = self._readers, []
         for read in readers:
-            read()
+            try:
+                read()
+            except Exception:
+                # A bug in one listener: the commit, and the other listeners, go on.
+                self.log.failure("a listener failed to read before the commit")
         if self._committing:
             return defer.succeed(0)  # the commit in flight starts the next one
         meters, self._staged_meters = self._staged_meters, []

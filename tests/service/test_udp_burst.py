@@ -18,6 +18,7 @@ from dlmsd.service import simulator
 from dlmsd.service.udp_burst import MAX_QUEUED, BurstPort, worth_waiting
 from tests.service.test_daemon import (
     DaemonSetup,
+    LogCapture,
     make_setup,
     metric,
     now,
@@ -177,3 +178,32 @@ def test_waits_only_while_little_would_queue() -> None:
     assert worth_waiting(MAX_QUEUED, 10.0, 0.05)
     assert not worth_waiting(MAX_QUEUED + 1, 0.05, 0.05)
     assert not worth_waiting(1, 1.0, 0.0)  # no commit to wait for
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_reader_does_not_stop_the_commit(tmp_path: Path) -> None:
+    # A reader that raises (a bug) is logged; the port's own reader still runs and
+    # the commit still comes.
+    setup = fixed_commit_interval(make_setup(tmp_path, udp={}), 0.05)
+    service = start(setup)
+    try:
+        _, sizes = record_reads(service)
+        ingest = service.ingest
+
+        def broken() -> None:
+            raise RuntimeError("a listener bug")
+
+        address = port_of(service, "udp")
+        first, second = frames(setup, 2)
+        with LogCapture() as logs:
+            send_udp(address, first)
+            await wait_until(lambda: sizes == [1])
+            ingest.read_before_commit(broken)
+            ingest._readers.reverse()  # the broken one first
+            send_udp(address, second)
+            await wait_until(lambda: len(setup.records()) == 2)
+    finally:
+        await stop(service)
+    assert sizes == [1, 1]
+    assert "a listener failed to read before the commit" in logs.text
+    assert "a listener bug" in logs.text
