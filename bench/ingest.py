@@ -24,7 +24,6 @@ its `Row`s.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -720,12 +719,18 @@ def run_latency(duration: float) -> Report:
     )
 
 
+_RECORD_ID = re.compile(rb'"record_id":"([0-9A-F]+:[0-9]+)"')
+
+
 def _tail_records(path: Path, expected: int, timeout: float) -> dict[str, float]:
-    """Record id -> when its line appeared, polling the file every millisecond."""
+    """Record id -> when its line appeared, polling the file every millisecond.
+
+    The ids are found by a regular expression, not by parsing each line as JSON:
+    the reader shares the two cores with the daemon and the sender, and parsing
+    6,000 records a second took a quarter of a core (p99 up to 3x higher)."""
     arrivals: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     position = 0
-    pending = b""
     while len(arrivals) < expected and time.monotonic() < deadline:
         try:
             with path.open("rb") as handle:
@@ -734,13 +739,12 @@ def _tail_records(path: Path, expected: int, timeout: float) -> dict[str, float]
         except FileNotFoundError:
             chunk = b""
         now = time.monotonic()
-        if chunk:
-            position += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                record = json.loads(line)
-                arrivals[f"{record['system_title']}:{record['invocation_counter']}"] = now
+        # Only whole lines: a line cut by the read is read again next time.
+        end = chunk.rfind(b"\n") + 1
+        if end:
+            position += end
+            for match in _RECORD_ID.finditer(chunk, 0, end):
+                arrivals[match[1].decode()] = now
         else:
             time.sleep(0.001)
     return arrivals
