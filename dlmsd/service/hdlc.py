@@ -14,20 +14,18 @@ line goes away (a USB adapter unplugged), for as long as the service runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
 
-from dlmsd.protocol.errors import LengthError
 from dlmsd.protocol.events import NEED_DATA
 from dlmsd.protocol.hdlc.events import FrameError
 from dlmsd.protocol.hdlc.pushes import HdlcPushAssembler, MessageDropped
 from dlmsd.protocol.hdlc.reassembly import ReassemblyError
 from dlmsd.protocol.hdlc.stream import HdlcStreamDecoder
 from dlmsd.service.config import HdlcSerialListenerConfig, HdlcTcpListenerConfig
-from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.ingest import Ingest
+from dlmsd.service.line_receiver import LinePushReceiver
 from dlmsd.service.line_tcp import LineTcpFactory, listen_line_tcp
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.serial_push import SerialPushService
@@ -36,28 +34,10 @@ SERIAL_TRANSPORT = "hdlc_serial"
 TCP_TRANSPORT = "hdlc_tcp"
 
 
-class HdlcPushReceiver:
+class HdlcPushReceiver(LinePushReceiver):
     """Bytes from one line in, reassembled APDUs out to the ingest."""
 
-    log = Logger()
-
-    def __init__(
-        self,
-        ingest: Ingest,
-        *,
-        transport: str,
-        source: str,
-        on_frame: Callable[[], object],
-        max_apdu_size: int,
-        system_title: bytes | None = None,
-        on_dropped: Callable[[], object] | None = None,
-    ) -> None:
-        self._ingest = ingest
-        self._transport = transport
-        self.source = source
-        self._on_frame = on_frame
-        self._on_dropped = on_dropped
-        self._system_title = system_title
+    def _open(self, max_apdu_size: int) -> None:
         self._decoder = HdlcStreamDecoder()
         self._reassembler = HdlcPushAssembler(max_apdu_size)
 
@@ -70,36 +50,16 @@ class HdlcPushReceiver:
             if event is NEED_DATA:
                 return
             if isinstance(event, FrameError):
-                self._ingest.reject(
-                    RejectReason.MALFORMED,
-                    self.source,
-                    self._transport,
-                    f"skipped {event.skipped_bytes} bytes: {event.reason}",
-                )
+                self._frame_skipped(event.skipped_bytes, event.reason)
                 continue
             self._on_frame()
             for item in self._reassembler.feed(event):
                 if isinstance(item, ReassemblyError):
-                    too_big = isinstance(item.error, LengthError)
-                    reason = RejectReason.OVERSIZE if too_big else RejectReason.MALFORMED
-                    self._ingest.reject(reason, self.source, self._transport, item.reason)
+                    self._refused(item.error, item.reason)
                 elif isinstance(item, MessageDropped):
-                    self._dropped(item)
+                    self._dropped(item.reason)
                 else:
-                    self._ingest.handle(
-                        item.apdu, self.source, self._transport, self._system_title
-                    )
-
-    def _dropped(self, item: MessageDropped) -> None:
-        # A meter restart or a line opened mid-message: counted, not a rejection.
-        if self._on_dropped is not None:
-            self._on_dropped()
-        self.log.info(
-            "{source} ({transport}): partial push dropped: {reason}",
-            source=self.source,
-            transport=self._transport,
-            reason=item.reason,
-        )
+                    self._apdu(item.apdu)
 
     def reset(self) -> None:
         """Forget a partial frame or APDU (the line was reopened)."""

@@ -16,16 +16,14 @@ rejection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
 
-from dlmsd.protocol.errors import LengthError
-from dlmsd.protocol.mbus import FrameError, MbusApdu, MbusPushStream, ReassemblyError
+from dlmsd.protocol.mbus import FrameError, MbusApdu, MbusPushStream
 from dlmsd.service.config import MbusSerialListenerConfig, MbusTcpListenerConfig
-from dlmsd.service.ingest import Ingest, RejectReason
+from dlmsd.service.ingest import Ingest
+from dlmsd.service.line_receiver import LinePushReceiver
 from dlmsd.service.line_tcp import LineTcpFactory, listen_line_tcp
 from dlmsd.service.metrics import Metrics
 from dlmsd.service.serial_push import SerialPushService
@@ -34,28 +32,10 @@ SERIAL_TRANSPORT = "mbus_serial"
 TCP_TRANSPORT = "mbus_tcp"
 
 
-class MbusPushReceiver:
+class MbusPushReceiver(LinePushReceiver):
     """Bytes from one line in, reassembled APDUs out to the ingest."""
 
-    log = Logger()
-
-    def __init__(
-        self,
-        ingest: Ingest,
-        *,
-        transport: str,
-        source: str,
-        on_frame: Callable[[], object],
-        max_apdu_size: int,
-        system_title: bytes | None = None,
-        on_dropped: Callable[[], object] | None = None,
-    ) -> None:
-        self._ingest = ingest
-        self._transport = transport
-        self.source = source
-        self._on_frame = on_frame
-        self._on_dropped = on_dropped
-        self._system_title = system_title
+    def _open(self, max_apdu_size: int) -> None:
         self._stream = MbusPushStream(max_apdu_size)
 
     def data_received(self, data: bytes) -> None:
@@ -67,30 +47,13 @@ class MbusPushReceiver:
             self._on_frame()
         for event in events:
             if isinstance(event, MbusApdu):
-                self._ingest.handle(event.apdu, self.source, self._transport, self._system_title)
+                self._apdu(event.apdu)
             elif isinstance(event, FrameError):
-                self._ingest.reject(
-                    RejectReason.MALFORMED,
-                    self.source,
-                    self._transport,
-                    f"skipped {event.skipped_bytes} bytes: {event.reason}",
-                )
+                self._frame_skipped(event.skipped_bytes, event.reason)
             elif event.partial:
-                self._dropped(event)
+                self._dropped(event.reason)
             else:
-                too_big = isinstance(event.error, LengthError)
-                reason = RejectReason.OVERSIZE if too_big else RejectReason.MALFORMED
-                self._ingest.reject(reason, self.source, self._transport, event.reason)
-
-    def _dropped(self, event: ReassemblyError) -> None:
-        if self._on_dropped is not None:
-            self._on_dropped()
-        self.log.info(
-            "{source} ({transport}): partial push dropped: {reason}",
-            source=self.source,
-            transport=self._transport,
-            reason=event.reason,
-        )
+                self._refused(event.error, event.reason)
 
     def reset(self) -> None:
         """Forget a partial frame or APDU (the line was reopened)."""
