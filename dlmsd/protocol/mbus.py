@@ -49,6 +49,7 @@ from dlmsd.protocol.errors import (
     TruncatedError,
 )
 from dlmsd.protocol.events import NEED_DATA, NeedData
+from dlmsd.protocol.resync import FrameError, ResyncBuffer
 
 __all__ = [
     "CI_LAST_SEGMENT",
@@ -87,7 +88,6 @@ _QUIRK_EXTRA = 256
 MAX_QUIRK_USER_DATA = MAX_USER_DATA + _QUIRK_EXTRA
 # One segment carries at most 250 APDU bytes (255 - 5), 16 segments per CI cycle.
 DEFAULT_MAX_APDU_LENGTH = 65535
-_COMPACT_THRESHOLD = 4096
 
 
 def checksum(user_data: bytes | bytearray | memoryview) -> int:
@@ -159,17 +159,6 @@ class MbusFrame:
         if end != len(data):
             raise LengthError(f"{len(data) - end} bytes after the M-Bus frame", end)
         return frame
-
-
-@attrs.frozen(slots=True)
-class FrameError:
-    """Bytes the stream decoder skipped: noise, a bad checksum, a malformed frame.
-
-    The decoder has already resynchronised; this is a notice, not a failure.
-    """
-
-    reason: str
-    skipped_bytes: int
 
 
 def _user_data_frame(
@@ -254,7 +243,7 @@ def _finish(
     return frame, user + size + TRAILER_LENGTH
 
 
-class MbusStreamDecoder:
+class MbusStreamDecoder(ResyncBuffer):
     """Sans-io M-Bus long frame decoder: ``receive_data(bytes)`` then ``next_event()``.
 
     ``next_event()`` returns an :class:`MbusFrame`, a :class:`FrameError` notice for
@@ -262,26 +251,16 @@ class MbusStreamDecoder:
     either consumes bytes or returns ``NEED_DATA`` (no loop without progress).
     """
 
+    outside = "bytes outside any M-Bus frame"
+
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._position = 0
-        self._skipped = 0
-        self._reason: str | None = None
+        super().__init__()
         self._final = False
 
     def close(self) -> None:
         """No more bytes will come: a frame that waits for bytes to prove a long
         length is decided now, so the frames behind a false start come out."""
         self._final = True
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held for a frame that has not been completed yet."""
-        return len(self._buffer) - self._position
-
-    def receive_data(self, data: bytes) -> None:
-        """Append bytes read from the line."""
-        self._buffer += data
 
     def next_event(self) -> MbusFrame | FrameError | NeedData:
         """The next frame, a notice about skipped bytes, or ``NEED_DATA``."""
@@ -311,28 +290,6 @@ class MbusStreamDecoder:
             frame, end = result
             self._position = end
             return frame
-
-    def _report_or_need_data(self) -> FrameError | NeedData:
-        if self._skipped:
-            return self._take_error()
-        return self._need_data()
-
-    def _take_error(self) -> FrameError:
-        event = FrameError(self._reason or "bytes outside any M-Bus frame", self._skipped)
-        self._skipped = 0
-        self._reason = None
-        self._compact()
-        return event
-
-    def _need_data(self) -> NeedData:
-        self._compact()
-        return NEED_DATA
-
-    def _compact(self) -> None:
-        position = self._position
-        if position >= _COMPACT_THRESHOLD or (position and position == len(self._buffer)):
-            del self._buffer[:position]
-            self._position = 0
 
 
 # --- reassembly -----------------------------------------------------------------

@@ -5,17 +5,7 @@ from __future__ import annotations
 import attrs
 
 from dlmsd.protocol.hdlc.parameters import HdlcParameters
-
-
-@attrs.frozen(slots=True)
-class FrameError:
-    """Bytes the stream decoder skipped: noise, a bad checksum, a malformed frame.
-
-    The decoder has already resynchronised; this is a notice, not a failure.
-    """
-
-    reason: str
-    skipped_bytes: int
+from dlmsd.protocol.resync import FrameError as FrameError  # the stream decoder's notice
 
 
 @attrs.frozen(slots=True)

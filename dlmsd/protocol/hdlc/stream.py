@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from dlmsd.protocol.errors import DlmsError, TruncatedError
-from dlmsd.protocol.events import NEED_DATA, NeedData
+from dlmsd.protocol.events import NeedData
 from dlmsd.protocol.hdlc.events import FrameError
 from dlmsd.protocol.hdlc.frames import (
     FLAG,
@@ -23,34 +23,19 @@ from dlmsd.protocol.hdlc.frames import (
     decode_frame,
     decode_header,
 )
+from dlmsd.protocol.resync import ResyncBuffer
 
 _NOT_FLAG = re.compile(b"[^\x7e]")
-# Drop consumed bytes once this many have piled up; what remains is at most
-# one partial frame, so the copy is cheap and the total cost stays O(n).
-_COMPACT_THRESHOLD = 4096
 
 
-class HdlcStreamDecoder:
+class HdlcStreamDecoder(ResyncBuffer):
     """Sans-io HDLC frame decoder: ``receive_data(bytes)`` then ``next_event()``.
 
     ``next_event()`` returns an :class:`HdlcFrame`, a :class:`FrameError` notice
     for skipped bytes, or ``NEED_DATA``. It never raises on bad input.
     """
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._position = 0  # where scanning resumes; a flag there opens the next frame
-        self._skipped = 0  # bytes dropped since the last FrameError
-        self._reason: str | None = None
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held for a frame that has not been completed yet."""
-        return len(self._buffer) - self._position
-
-    def receive_data(self, data: bytes) -> None:
-        """Append bytes read from the line."""
-        self._buffer += data
+    outside = "bytes outside any HDLC frame"
 
     def next_event(self) -> HdlcFrame | FrameError | NeedData:
         """The next frame, a notice about skipped bytes, or ``NEED_DATA``."""
@@ -115,25 +100,3 @@ class HdlcStreamDecoder:
             return error.reason
         self._position = closing  # the closing flag may open the next frame
         return frame
-
-    def _report_or_need_data(self) -> FrameError | NeedData:
-        if self._skipped:
-            return self._take_error()
-        return self._need_data()
-
-    def _take_error(self) -> FrameError:
-        event = FrameError(self._reason or "bytes outside any HDLC frame", self._skipped)
-        self._skipped = 0
-        self._reason = None
-        self._compact()
-        return event
-
-    def _need_data(self) -> NeedData:
-        self._compact()
-        return NEED_DATA
-
-    def _compact(self) -> None:
-        position = self._position
-        if position >= _COMPACT_THRESHOLD or (position and position == len(self._buffer)):
-            del self._buffer[:position]
-            self._position = 0
