@@ -20,9 +20,9 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -668,13 +668,35 @@ def _per_source(table: _Table) -> int:
 
 
 def _hdlc_serial(table: _Table) -> HdlcSerialListenerConfig:
+    return _serial_line(table, "hdlc_serial", HdlcSerialListenerConfig, 115_200, "N")
+
+
+def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
+    return _serial_line(table, "mbus_serial", MbusSerialListenerConfig, 2400, "E")
+
+
+def _hdlc_tcp(table: _Table) -> HdlcTcpListenerConfig:
+    return _line_tcp(table, "hdlc_tcp", HdlcTcpListenerConfig, 4060)
+
+
+def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
+    return _line_tcp(table, "mbus_tcp", MbusTcpListenerConfig, 4061)
+
+
+_Line = TypeVar("_Line")
+
+
+def _serial_line(
+    table: _Table, kind: str, make: Callable[..., _Line], baudrate: int, parity: str
+) -> _Line:
+    """A serial-line listener (HDLC or M-Bus): the same keys, their own defaults."""
     device = table.string("device")
-    return HdlcSerialListenerConfig(
-        name=table.string("name", f"hdlc_serial:{device}"),
+    return make(
+        name=table.string("name", f"{kind}:{device}"),
         device=device,
-        baudrate=table.integer("baudrate", 115_200, 50, 10_000_000),
+        baudrate=table.integer("baudrate", baudrate, 50, 10_000_000),
         bytesize=table.integer("bytesize", 8, 5, 8),
-        parity=table.choice("parity", PARITIES, "N"),
+        parity=table.choice("parity", PARITIES, parity),
         stopbits=table.integer("stopbits", 1, 1, 2),
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
         reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
@@ -683,13 +705,14 @@ def _hdlc_serial(table: _Table) -> HdlcSerialListenerConfig:
     )
 
 
-def _hdlc_tcp(table: _Table) -> HdlcTcpListenerConfig:
+def _line_tcp(table: _Table, kind: str, make: Callable[..., _Line], port: int) -> _Line:
+    """A line-over-TCP listener (HDLC or M-Bus bridge): the same keys, its own port."""
     address = table.string("address", "0.0.0.0")
-    port = table.port("port", 4060)
-    return HdlcTcpListenerConfig(
-        name=table.string("name", f"hdlc_tcp:{address}:{port}"),
+    number = table.port("port", port)
+    return make(
+        name=table.string("name", f"{kind}:{address}:{number}"),
         address=address,
-        port=port,
+        port=number,
         idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
         max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
         max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
@@ -716,38 +739,6 @@ def _keys(table: _Table) -> KeysConfig:
     return KeysConfig(
         files=files,
         reload_max_drop=table.number("reload_max_drop", 0.5, minimum=0.0, maximum=1.0),
-    )
-
-
-def _mbus_serial(table: _Table) -> MbusSerialListenerConfig:
-    device = table.string("device")
-    return MbusSerialListenerConfig(
-        name=table.string("name", f"mbus_serial:{device}"),
-        device=device,
-        baudrate=table.integer("baudrate", 2400, 50, 10_000_000),
-        bytesize=table.integer("bytesize", 8, 5, 8),
-        parity=table.choice("parity", PARITIES, "E"),
-        stopbits=table.integer("stopbits", 1, 1, 2),
-        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
-        reopen_delay=table.number("reopen_delay", 5.0, minimum=0.01),
-        system_title=table.system_title("system_title"),
-        meter=_meter_name(table),
-    )
-
-
-def _mbus_tcp(table: _Table) -> MbusTcpListenerConfig:
-    address = table.string("address", "0.0.0.0")
-    port = table.port("port", 4061)
-    return MbusTcpListenerConfig(
-        name=table.string("name", f"mbus_tcp:{address}:{port}"),
-        address=address,
-        port=port,
-        idle_timeout=table.number("idle_timeout", 300.0, minimum=0.001),
-        max_connections=table.integer("max_connections", 10_000, 1, 1_000_000),
-        max_apdu_size=table.integer("max_apdu_size", DEFAULT_MAX_FRAME_SIZE, 16, 1 << 20),
-        system_title=table.system_title("system_title"),
-        meter=_meter_name(table),
-        max_connections_per_source=_per_source(table),
     )
 
 
