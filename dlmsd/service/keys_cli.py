@@ -8,16 +8,15 @@ atomically (temp file + rename) with mode 0600.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
 from dlmsd.keysource import AK_ENV, EK_ENV, KeySourceError, add_key_options, resolve_keys
+from dlmsd.service.keyfile import toml_key, toml_string, write_atomically
 from dlmsd.service.keystore import (
     DEFAULT_SECURITY,
     SECURITY_FORMS,
@@ -31,7 +30,6 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class _UsageError(Exception):
@@ -172,7 +170,7 @@ def _meter_block(args: Any) -> str:
         authentication_key = authentication.hex().upper() if authentication else None
     lines = [f"[meters.{title.upper()}]"]
     if args.name is not None:
-        lines.append(f"name = {_toml_string(args.name)}")
+        lines.append(f"name = {toml_string(args.name)}")
     lines.append(f'encryption_key = "{encryption_key}"')
     if authentication_key is not None:
         lines.append(f'authentication_key = "{authentication_key}"')
@@ -181,12 +179,12 @@ def _meter_block(args: Any) -> str:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise _UsageError(f"--label expects KEY=VALUE, got {item!r}")
-        labels.append(f"{_toml_key(key)} = {_toml_string(value)}")
+        labels.append(f"{toml_key(key)} = {toml_string(value)}")
     if labels:
         lines.append(f"labels = {{ {', '.join(labels)} }}")
     security = args.security or sorted(DEFAULT_SECURITY)
     if set(security) != DEFAULT_SECURITY:
-        forms = ", ".join(_toml_string(form) for form in dict.fromkeys(security))
+        forms = ", ".join(toml_string(form) for form in dict.fromkeys(security))
         lines.append(f"security = [{forms}]")
     return "\n".join(lines) + "\n"
 
@@ -221,27 +219,6 @@ def _given_keys(args: Any, title: bytes, *, need_ak: bool) -> tuple[bytes, bytes
     return given.loose.ek, given.loose.ak
 
 
-def _toml_string(text: str) -> str:
-    """A TOML basic string (escapes what TOML requires)."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
 def _read_existing(path: Path) -> str:
     try:
         # newline="": keep the file's line endings as they are.
@@ -259,24 +236,6 @@ def _validate(path: Path, text: str) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0600 in the same directory, so the
-    # rename is atomic and the keys are never readable by others, not even briefly.
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o600)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A new or rewritten key file is readable by its owner only.
+    write_atomically(path, text, lambda fd: os.fchmod(fd, 0o600))

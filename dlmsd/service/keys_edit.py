@@ -21,16 +21,15 @@ meter whose counter restarted with its new keys needs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from dlmsd.service.keyfile import toml_key, toml_string, write_atomically
 from dlmsd.service.keystore import (
     SECURITY_FORMS,
     KeyFileError,
@@ -45,7 +44,6 @@ EXIT_ERROR = 2
 
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
 _HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # A table header line: [meters.TITLE], [meters."TITLE"], [meters.TITLE.labels], [other]...
 _HEADER = re.compile(r"\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(#.*)?$")
 _ORDER = (
@@ -350,7 +348,7 @@ def render_meter(title: str, table: Mapping[str, Any]) -> str:
     lines = [f"[meters.{title}]"]
     for key in (*_ORDER, *sorted(set(table) - set(_ORDER))):
         if key in table:
-            lines.append(f"{_toml_key(key)} = {_toml_value(table[key])}")
+            lines.append(f"{toml_key(key)} = {_toml_value(table[key])}")
     return "\n".join(lines) + "\n"
 
 
@@ -360,66 +358,29 @@ def _toml_value(value: object) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return _toml_string(value)
+        return toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        items = ", ".join(f"{toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
         return "{ " + items + " }" if items else "{}"
     raise EditError(f"cannot write a {type(value).__name__} value back: edit the file by hand")
 
 
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
 def replace_keeping_mode(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically, keeping its mode and owner.
-
-    The temp file is created 0600 in the same directory (the keys are never
-    readable by others, not even briefly), fsynced, given the original mode and
-    owner, renamed over the file; then the directory is fsynced.
-    """
+    """Replace `path` with `text` atomically (`dlmsd.service.keyfile`), keeping its
+    mode and owner."""
     info = os.stat(path)
-    directory = path.parent
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(handle.fileno(), info.st_uid, info.st_gid)
-                except PermissionError:
-                    raise EditError(
-                        f"{path}: cannot keep its owner (uid {info.st_uid}, gid {info.st_gid});"
-                        " run as that user or as root"
-                    ) from None
-            os.fchmod(handle.fileno(), info.st_mode & 0o7777)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+    def keep_mode_and_owner(fd: int) -> None:
+        if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, info.st_uid, info.st_gid)
+            except PermissionError:
+                raise EditError(
+                    f"{path}: cannot keep its owner (uid {info.st_uid}, gid {info.st_gid});"
+                    " run as that user or as root"
+                ) from None
+        os.fchmod(fd, info.st_mode & 0o7777)
+
+    write_atomically(path, text, keep_mode_and_owner)
