@@ -366,16 +366,25 @@ class Sustained:
     steps: tuple[Step, ...]
 
 
-def wait_idle(sample: Callable[[], Tally], watch: UdpQueueWatch) -> Tally:
+def wait_idle(
+    sample: Callable[[], Tally],
+    watch: UdpQueueWatch,
+    *,
+    at_least: float = float("inf"),
+    poll: float = IDLE_POLL,
+    timeout: float = IDLE_TIMEOUT,
+) -> Tally:
     """The receiver's tally once its queue is empty and every frame it received is taken
-    or rejected (at most `IDLE_TIMEOUT` s), so no step counts the previous one's frames."""
-    deadline = time.monotonic() + IDLE_TIMEOUT
+    or rejected, or it took `at_least` frames (at most `timeout` s), so no step counts
+    the previous one's frames."""
+    deadline = time.monotonic() + timeout
     while True:
         tally = sample()
         handled = tally.taken + tally.rejected >= tally.received
-        if (handled and watch.queued() == 0) or time.monotonic() >= deadline:
+        idle = handled and watch.queued() == 0
+        if idle or tally.taken >= at_least or time.monotonic() >= deadline:
             return tally
-        time.sleep(IDLE_POLL)
+        time.sleep(poll)
 
 
 def sustained_rate(sample: Callable[[], Tally], helper: Helper, watch: UdpQueueWatch) -> Sustained:

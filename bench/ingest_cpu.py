@@ -17,7 +17,6 @@ in production.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from bench.ingest import (
     baseline_tally,
     cpu_seconds,
     sender,
+    wait_idle,
 )
 from bench.loadgen import UdpQueueWatch
 from bench.support import RowData
@@ -59,37 +59,26 @@ class Cost:
         return self.cpu_seconds / self.taken * 1e6 if self.taken else 0.0
 
 
-def _settled(sample: Tally, watch: UdpQueueWatch) -> bool:
-    return sample.taken + sample.rejected >= sample.received and watch.queued() == 0
-
-
-def _wait_settled(tally: Sampler, watch: UdpQueueWatch, at_least: float) -> Tally:
-    """The tally once the receiver took `at_least` pushes, or has nothing in hand."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        sample = tally()
-        done = sample.taken >= at_least or _settled(sample, watch)
-        if done or time.monotonic() >= deadline:
-            return sample
-        # A scrape costs the daemon CPU: few of them, far apart.
-        time.sleep(0.1)
+def _wait(tally: Sampler, watch: UdpQueueWatch, at_least: float = float("inf")) -> Tally:
+    # A scrape costs the daemon CPU: few of them, far apart.
+    return wait_idle(tally, watch, at_least=at_least, poll=0.1, timeout=SETTLE_TIMEOUT)
 
 
 def paced_cost(
     helper: Helper, tally: Sampler, pid: int, port: int, rate: float, seconds: float
-) -> tuple[Cost, int]:
+) -> Cost:
     """Send one paced step through `helper` (a ``--mode steps`` sender); the receiver's
-    CPU and tally around it. Returns the cost and the frames sent."""
+    CPU and tally around it."""
     watch = UdpQueueWatch(port)
-    before = _wait_settled(tally, watch, float("inf"))
+    before = _wait(tally, watch)
     cpu_before = cpu_seconds(pid)
     helper.say(f"step {rate:.0f} {seconds}")
     words = helper.hear()
     sent, elapsed = int(words[1]), float(words[2])
     # Everything sent taken (the daemon: committed, up to commit_interval_max later).
-    after = _wait_settled(tally, watch, before.taken + sent)
+    after = _wait(tally, watch, before.taken + sent)
     cpu = cpu_seconds(pid) - cpu_before
-    return Cost(rate, sent / elapsed if elapsed else 0.0, after.taken - before.taken, cpu), sent
+    return Cost(rate, sent / elapsed if elapsed else 0.0, after.taken - before.taken, cpu)
 
 
 def _measure(
@@ -100,7 +89,7 @@ def _measure(
     helper = sender("udp", port, UDP_METERS, frames, *extra)
     helper.say("go")
     try:
-        return [paced_cost(helper, tally, pid, port, r, s)[0] for r, s in steps]
+        return [paced_cost(helper, tally, pid, port, r, s) for r, s in steps]
     finally:
         helper.say("end")
         helper.process.wait(30)
