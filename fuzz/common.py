@@ -182,6 +182,26 @@ def chunks(data: bytes, size: int, max_pieces: int = 32) -> Iterator[bytes]:
         yield data[start : start + size]
 
 
+def stream_frames(
+    decoder: Any, stream: bytes, read_size: int, frame_type: type, notice_type: type
+) -> list[Any]:
+    """The frames a stream decoder (HDLC or M-Bus) finds in `stream` fed `read_size`
+    bytes at a time; every other event must be a notice that skipped something."""
+    # The harness imported it already, under instrumentation.
+    from dlmsd.protocol.events import NEED_DATA
+
+    frames: list[Any] = []
+    for piece in chunks(stream, read_size):
+        decoder.receive_data(piece)
+        for event in drain(decoder.next_event, NEED_DATA, len(stream) + 2):
+            if isinstance(event, frame_type):
+                frames.append(event)
+            else:
+                assert isinstance(event, notice_type), f"unexpected event {event!r}"
+                assert event.skipped_bytes > 0, "a FrameError that skipped nothing"
+    return frames
+
+
 # --- running one harness ------------------------------------------------------------------
 
 

@@ -13,11 +13,10 @@ events than there are bytes (a loop).
 
 from __future__ import annotations
 
-from fuzz.common import chunks, drain, guarded, instrumented, main, vector_bytes
+from fuzz.common import guarded, instrumented, main, stream_frames, vector_bytes
 
 with instrumented():
     from dlmsd.protocol.errors import DlmsError
-    from dlmsd.protocol.events import NEED_DATA
     from dlmsd.protocol.hdlc.address import HdlcAddress
     from dlmsd.protocol.hdlc.events import FrameError
     from dlmsd.protocol.hdlc.frames import LLC_RESPONSE, Control, FrameKind, HdlcFrame
@@ -59,17 +58,7 @@ def _check_single_frame(data: bytes) -> None:
 
 
 def _stream_frames(stream: bytes, read_size: int) -> list[HdlcFrame]:
-    decoder = HdlcStreamDecoder()
-    frames: list[HdlcFrame] = []
-    for piece in chunks(stream, read_size):
-        decoder.receive_data(piece)
-        for event in drain(decoder.next_event, NEED_DATA, len(stream) + 2):
-            if isinstance(event, HdlcFrame):
-                frames.append(event)
-            else:
-                assert isinstance(event, FrameError), f"unexpected event {event!r}"
-                assert event.skipped_bytes > 0, "a FrameError that skipped nothing"
-    return frames
+    return stream_frames(HdlcStreamDecoder(), stream, read_size, HdlcFrame, FrameError)
 
 
 def _build_stream(recipe: bytes) -> tuple[list[HdlcFrame], bool, bytes]:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 
-from fuzz.common import ROOT, chunks, drain, guarded, instrumented, main
+from fuzz.common import ROOT, chunks, guarded, instrumented, main, stream_frames
 
 with instrumented():
     from dlmsd.protocol.errors import DlmsError
-    from dlmsd.protocol.events import NEED_DATA
     from dlmsd.protocol.mbus import (
         FrameError,
         MbusApdu,
@@ -67,17 +66,7 @@ def _check_single_frame(data: bytes) -> None:
 
 
 def _stream_frames(stream: bytes, read_size: int) -> list[MbusFrame]:
-    decoder = MbusStreamDecoder()
-    frames: list[MbusFrame] = []
-    for piece in chunks(stream, read_size):
-        decoder.receive_data(piece)
-        for event in drain(decoder.next_event, NEED_DATA, len(stream) + 2):
-            if isinstance(event, MbusFrame):
-                frames.append(event)
-            else:
-                assert isinstance(event, FrameError), f"unexpected event {event!r}"
-                assert event.skipped_bytes > 0, "a FrameError that skipped nothing"
-    return frames
+    return stream_frames(MbusStreamDecoder(), stream, read_size, MbusFrame, FrameError)
 
 
 def _push_stream(stream: bytes, read_size: int) -> list[bytes]:
