@@ -379,9 +379,11 @@ def wait_idle(
     the previous one's frames."""
     deadline = time.monotonic() + timeout
     while True:
+        # The queue first: read after the tally, it may have been emptied meanwhile
+        # into pushes the tally does not count yet (a daemon reads right before a commit).
+        queued = watch.queued()
         tally = sample()
-        handled = tally.taken + tally.rejected >= tally.received
-        idle = handled and watch.queued() == 0
+        idle = queued == 0 and tally.taken + tally.rejected >= tally.received
         if idle or tally.taken >= at_least or time.monotonic() >= deadline:
             return tally
         time.sleep(poll)
